@@ -1,0 +1,123 @@
+"""Synthetic tasks: seeded, pure, jit-able (sizes are static Python ints, rates may be traced).
+
+Labels of classification tasks are in {-1, +1} with shape ``(n,)``; regression targets have
+shape ``(n, k)``. Every generator takes an explicit PRNG key and is a pure function of it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxbench import mlp
+
+
+class Classification(NamedTuple):
+    """x: (n, d) inputs; y_clean: (n,) true labels; y: (n,) observed (possibly flipped) labels."""
+
+    x: jax.Array
+    y_clean: jax.Array
+    y: jax.Array
+
+
+def sphere(key: jax.Array, n: int, d: int) -> jax.Array:
+    """``(n, d)`` points uniform on the unit sphere S^{d-1}."""
+    g = jax.random.normal(key, (n, d))
+    return g / jnp.linalg.norm(g, axis=-1, keepdims=True)
+
+
+def _beta_tail_quantile(u, a, b, lo, iters=60):
+    """Solves ``I_t(a, b) = u`` for t in [lo, 1] by bisection (I the regularised incomplete beta)."""
+
+    def body(_, bounds):
+        left, right = bounds
+        mid = 0.5 * (left + right)
+        below = jax.scipy.special.betainc(a, b, mid) < u
+        return jnp.where(below, mid, left), jnp.where(below, right, mid)
+
+    left, right = jax.lax.fori_loop(0, iters, body, (jnp.full_like(u, lo), jnp.ones_like(u)))
+    return 0.5 * (left + right)
+
+
+def separated_sphere(key, n: int, d: int, eta=0.0, gamma=0.0) -> Classification:
+    """Uniform points on S^{d-1} conditioned on margin ``|<u, x>| >= gamma``; labels flipped w.p. eta.
+
+    The direction u is ``e_1`` (the networks' initialisation is rotation invariant, so this
+    loses no generality). The margin condition is sampled exactly, without rejection: for x
+    uniform on the sphere, ``t^2 = <u, x>^2 ~ Beta(1/2, (d-1)/2)``; we draw t^2 from that law
+    restricted to ``[gamma^2, 1]`` by inverting its CDF, a random sign, and the orthogonal part
+    uniform on the sphere of the complement scaled by ``sqrt(1 - t^2)``.
+
+    Args:
+      n, d: sample size and dimension (static, d >= 2).
+      eta: label-noise rate in [0, 0.5] (may be traced); the Bayes error on noisy labels is eta.
+      gamma: margin in [0, 1) (may be traced).
+    """
+    if d < 2:
+        raise ValueError(f"separated_sphere needs d >= 2, got {d}")
+    k_t, k_sign, k_perp, k_flip = jax.random.split(key, 4)
+    a, b = 0.5, 0.5 * (d - 1)
+    lo = jax.scipy.special.betainc(a, b, jnp.asarray(gamma, jnp.float32) ** 2)
+    u = lo + (1.0 - lo) * jax.random.uniform(k_t, (n,))
+    t = jnp.sqrt(_beta_tail_quantile(u, a, b, jnp.asarray(gamma) ** 2))
+    sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, (n,)), 1.0, -1.0)
+    perp = sphere(k_perp, n, d - 1) * jnp.sqrt(jnp.clip(1.0 - t**2, 0.0))[:, None]
+    x = jnp.concatenate([(sign * t)[:, None], perp], axis=1)
+    y_clean = sign
+    flip = jax.random.bernoulli(k_flip, eta, (n,))
+    return Classification(x, y_clean, jnp.where(flip, -y_clean, y_clean))
+
+
+def teacher_student(key, n: int, teacher: mlp.MLPSpec, teacher_params, noise_std=0.0,
+                    inputs: str = "gaussian"):
+    """Regression data from a teacher network: ``y = f*(x) + noise_std * N(0, 1)``.
+
+    Args:
+      teacher, teacher_params: the teacher f* (any `mlp.MLPSpec`).
+      inputs: "gaussian" (x ~ N(0, I_d)), "cube" (uniform on [-1, 1]^d) or "sphere".
+    Returns:
+      ``(x (n, d), y (n, out_dim))``.
+    """
+    kx, ke = jax.random.split(key)
+    d = teacher.in_dim
+    if inputs == "gaussian":
+        x = jax.random.normal(kx, (n, d))
+    elif inputs == "cube":
+        x = jax.random.uniform(kx, (n, d), minval=-1.0, maxval=1.0)
+    elif inputs == "sphere":
+        x = sphere(kx, n, d)
+    else:
+        raise ValueError(f"unknown input distribution {inputs!r}")
+    y = mlp.apply(teacher, teacher_params, x)
+    return x, y + noise_std * jax.random.normal(ke, y.shape)
+
+
+def linear_regression(key, n: int, d: int, k: int = 1, noise_std=0.0, n_test: int = 0):
+    """Linear teacher ``y = x B + noise`` with x ~ N(0, I_d) and B ~ N(0, 1/d) of shape (d, k).
+
+    Used for the ``n <= d`` (interpolation) regime: with n <= d the training inputs are linearly
+    independent with probability one. Returns ``(x (n, d), y (n, k), x_test, y_test, B)`` with
+    test sets of size n_test (noise-free targets on the test set are ``x_test B``; the returned
+    y_test includes noise).
+    """
+    kb, kx, ke, kxt, ket = jax.random.split(key, 5)
+    B = jax.random.normal(kb, (d, k)) / jnp.sqrt(d)
+    x = jax.random.normal(kx, (n, d))
+    y = x @ B + noise_std * jax.random.normal(ke, (n, k))
+    xt = jax.random.normal(kxt, (n_test, d))
+    yt = xt @ B + noise_std * jax.random.normal(ket, (n_test, k))
+    return x, y, xt, yt, B
+
+
+def gaussian_binary(key, n: int, mu, sigma=1.0):
+    """Binary Gaussian mixture: Y = +-1 equiprobable, ``X | Y ~ N(Y mu, sigma^2 I)``.
+
+    Args:
+      mu: (d,) mean direction. Returns ``(x (n, d), y (n,))``.
+    """
+    ky, kx = jax.random.split(key)
+    y = jnp.where(jax.random.bernoulli(ky, 0.5, (n,)), 1.0, -1.0)
+    x = y[:, None] * mu[None, :] + sigma * jax.random.normal(kx, (n, mu.shape[0]))
+    return x, y

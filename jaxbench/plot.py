@@ -1,0 +1,133 @@
+"""Shared matplotlib helpers: one publication style for every figure, read from results files.
+
+Every figure gets labelled axes, a colour bar where colour encodes a value, error bands over
+seeds (mean +- standard error), and a footer naming the experiment, preset and variant count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+STYLE = {
+    "figure.dpi": 110, "savefig.dpi": 160, "font.size": 9, "axes.titlesize": 10,
+    "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+    "grid.alpha": 0.25, "lines.linewidth": 1.5, "lines.markersize": 4,
+    "savefig.bbox": "tight", "image.cmap": "viridis",
+}
+
+
+def figure(nrows: int = 1, ncols: int = 1, width: float = 3.4, height: float = 2.8, **kw):
+    """A figure of ``nrows x ncols`` panels of ``width x height`` inches each. Returns (fig, axes)."""
+    plt.rcParams.update(STYLE)
+    kw.setdefault("squeeze", False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.3),
+                             constrained_layout=True, **kw)
+    return fig, (axes[0, 0] if axes.size == 1 else axes)
+
+
+def footer_text(meta: dict) -> str:
+    commit = (meta.get("git_commit") or "")[:8]
+    return (f"jaxbench · {meta.get('experiment')} · preset {meta.get('scale')} · "
+            f"{meta.get('n_variants')} variants · {meta.get('backend', '')}"
+            + (f" · {commit}" if commit else ""))
+
+
+def save(fig, results_dir, name: str, meta: dict) -> list[Path]:
+    """Adds the footer, writes ``name.png`` and ``name.pdf`` into results_dir, closes the figure."""
+    fig.text(0.0, -0.01, footer_text(meta), fontsize=6.5, color="0.45", ha="left", va="top",
+             transform=fig.transFigure)
+    paths = [Path(results_dir) / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for p in paths:
+        fig.savefig(p)
+    plt.close(fig)
+    return paths
+
+
+def aggregate(table: dict, by: list[str], value: str, where=None):
+    """Mean, standard error and count of ``table[value]`` per distinct combination of ``by``.
+
+    where: optional boolean mask over rows. Non-finite values are left out of the mean.
+    Returns ``(keys, mean, sem, count)``: keys a sorted list of tuples, the rest (m,) arrays.
+    """
+    mask = np.ones(len(table[value]), bool) if where is None else np.asarray(where)
+    vals = np.asarray(table[value], float)
+    cols = [np.asarray(table[b]) for b in by]
+    keys = sorted({tuple(c[i].item() for c in cols) for i in np.flatnonzero(mask)})
+    mean, sem, count = [], [], []
+    for key in keys:
+        sel = mask.copy()
+        for c, k in zip(cols, key):
+            sel &= c == k
+        v = vals[sel]
+        v = v[np.isfinite(v)]
+        mean.append(v.mean() if v.size else np.nan)
+        sem.append(v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0)
+        count.append(v.size)
+    return keys, np.array(mean), np.array(sem), np.array(count)
+
+
+def grid_of(table: dict, x: str, y: str, value: str, where=None):
+    """Mean of ``value`` on the (y, x) grid: returns ``(xs, ys, Z (len(ys), len(xs)))``."""
+    keys, mean, _, _ = aggregate(table, [x, y], value, where)
+    xs = sorted({k[0] for k in keys})
+    ys = sorted({k[1] for k in keys})
+    Z = np.full((len(ys), len(xs)), np.nan)
+    for (kx, ky), m in zip(keys, mean):
+        Z[ys.index(ky), xs.index(kx)] = m
+    return np.array(xs), np.array(ys), Z
+
+
+def heatmap(ax, xs, ys, Z, *, xlabel, ylabel, cbar_label, contour=None, contour_label=None,
+            vmin=None, vmax=None, cmap="viridis", fmt="{:.2f}", annotate=True):
+    """Phase diagram: Z (len(ys), len(xs)) on a categorical grid; optional contour overlay.
+
+    contour: optional second (len(ys), len(xs)) array drawn as labelled contour lines.
+    """
+    im = ax.imshow(Z, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+                   interpolation="nearest")
+    ax.set_xticks(range(len(xs)), [_tick(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [_tick(v) for v in ys])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(False)
+    cb = ax.figure.colorbar(im, ax=ax)
+    cb.set_label(cbar_label)
+    if annotate and Z.size <= 120:
+        lo, hi = np.nanmin(Z), np.nanmax(Z)
+        for i in range(Z.shape[0]):
+            for j in range(Z.shape[1]):
+                if np.isfinite(Z[i, j]):
+                    light = (Z[i, j] - lo) < 0.5 * (hi - lo) if hi > lo else True
+                    ax.text(j, i, fmt.format(Z[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if light else "black")
+    if contour is not None and np.isfinite(contour).sum() >= 4 and min(contour.shape) >= 2:
+        cs = ax.contour(np.arange(len(xs)), np.arange(len(ys)), contour, colors="white",
+                        linewidths=0.9, linestyles="--")
+        ax.clabel(cs, fontsize=6, fmt="%.2g")
+        if contour_label:
+            ax.plot([], [], "w--", label=contour_label)
+            leg = ax.legend(loc="upper left", fontsize=6, framealpha=0.5)
+            leg.get_frame().set_facecolor("0.3")
+            for t in leg.get_texts():
+                t.set_color("white")
+    return im
+
+
+def _tick(v):
+    v = v.item() if hasattr(v, "item") else v
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def band(ax, x, mean, err, label=None, **line_kw):
+    """A line with a shaded mean +- err band."""
+    x, mean, err = (np.asarray(a, float) for a in (x, mean, err))
+    (line,) = ax.plot(x, mean, marker="o", label=label, **line_kw)
+    ax.fill_between(x, mean - err, mean + err, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
