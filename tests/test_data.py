@@ -1,0 +1,64 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxbench import data, mlp
+
+
+def test_separated_sphere_geometry_and_labels():
+    c = data.separated_sphere(jax.random.PRNGKey(0), 4000, 6, eta=0.25, gamma=0.3)
+    np.testing.assert_allclose(jnp.linalg.norm(c.x, axis=1), 1.0, atol=1e-5)
+    assert float(jnp.abs(c.x[:, 0]).min()) >= 0.3 - 1e-5
+    np.testing.assert_array_equal(c.y_clean, jnp.sign(c.x[:, 0]))
+    flips = float(jnp.mean(c.y != c.y_clean))
+    assert abs(flips - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 4000)
+
+
+def test_margin_conditioning_matches_rejection_sampling():
+    # Independent implementation: uniform sphere points by normalised Gaussians, rejected by margin.
+    d, gamma, n = 5, 0.4, 60000
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(4 * n, d))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    ref = g[np.abs(g[:, 0]) >= gamma][:n]
+    x = np.asarray(data.separated_sphere(jax.random.PRNGKey(1), n, d, gamma=gamma).x)
+    for j in (0, 1):
+        q = [0.1, 0.25, 0.5, 0.75, 0.9]
+        np.testing.assert_allclose(np.quantile(np.abs(x[:, j]), q), np.quantile(np.abs(ref[:, j]), q), atol=0.01)
+
+
+def test_noisy_label_error_of_the_bayes_classifier_is_eta():
+    # A classifier perfect on clean labels (sign of x_1) has noisy-label error eta in expectation.
+    for eta in (0.0, 0.1, 0.3, 0.5):
+        c = data.separated_sphere(jax.random.PRNGKey(7), 20000, 8, eta=eta, gamma=0.1)
+        err = float(jnp.mean(jnp.sign(c.x[:, 0]) != c.y))
+        assert abs(err - eta) < 4 * np.sqrt(max(eta * (1 - eta), 1e-4) / 20000)
+
+
+def test_generators_are_pure_functions_of_the_key():
+    a = data.separated_sphere(jax.random.PRNGKey(3), 10, 4, 0.2, 0.1)
+    b = jax.jit(data.separated_sphere, static_argnums=(1, 2))(jax.random.PRNGKey(3), 10, 4, 0.2, 0.1)
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, atol=1e-6)
+
+
+def test_teacher_student_and_linear_regression():
+    t = mlp.MLPSpec(3, (4,), 2)
+    tp = mlp.init(t, jax.random.PRNGKey(0))
+    x, y = data.teacher_student(jax.random.PRNGKey(1), 50, t, tp, noise_std=0.0, inputs="cube")
+    assert x.shape == (50, 3) and y.shape == (50, 2) and float(jnp.abs(x).max()) <= 1.0
+    np.testing.assert_allclose(y, mlp.apply(t, tp, x), rtol=1e-6)
+    x, y, xt, yt, B = data.linear_regression(jax.random.PRNGKey(2), 8, 20, 1, noise_std=0.0, n_test=5)
+    assert x.shape == (8, 20) and xt.shape == (5, 20)
+    np.testing.assert_allclose(y, x @ B, rtol=1e-5)
+    assert np.linalg.matrix_rank(np.asarray(x)) == 8  # n <= d: linearly independent inputs
+    with pytest.raises(ValueError):
+        data.teacher_student(jax.random.PRNGKey(1), 5, t, tp, inputs="nope")
+
+
+def test_gaussian_binary_moments():
+    mu = jnp.array([1.0, -2.0, 0.5])
+    x, y = data.gaussian_binary(jax.random.PRNGKey(0), 40000, mu, sigma=0.5)
+    np.testing.assert_allclose(jnp.mean(y[:, None] * x, axis=0), mu, atol=0.02)
+    np.testing.assert_allclose(jnp.std(x - y[:, None] * mu, axis=0), 0.5, atol=0.01)

@@ -1,0 +1,137 @@
+"""The sweep engine: vmapped == alone, one compilation per bucket, resume, bad input, divergence."""
+
+import functools
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import TINY_BENIGN, write_sweep
+from jaxbench import cli, experiments, store, sweep
+
+
+def _table(d):
+    return store.load(d).table
+
+
+def test_expansion_presets_and_zip(tmp_path):
+    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN + """
+[zip]
+lr = [0.5, 1.0, 2.0]
+alpha = [1.0, 2.0, 4.0]
+[presets.smoke]
+seeds = [5]
+[presets.smoke.fixed]
+width = 4
+[presets.smoke.grid]
+depth = [2, 3]
+""")
+    sw = sweep.load(f)
+    assert len(sw.variants) == 2 * 2 * 3 * 2
+    assert {(v["lr"], v["alpha"]) for v in sw.variants} == {(0.5, 1.0), (1.0, 2.0), (2.0, 4.0)}
+    sm = sweep.load(f, "smoke")  # the preset moved width from grid to fixed
+    assert len(sm.variants) == 2 * 2 * 3 and {v["width"] for v in sm.variants} == {4}
+    assert {v["seed"] for v in sm.variants} == {5}
+    buckets = sweep.plan(sm)
+    assert len(buckets) == 2 and all(len(b.variant_ids) == 6 for b in buckets)
+
+
+def test_vmapped_chunk_equals_each_variant_alone(tmp_path):
+    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [0.0, 0.2]\nlr = [0.5, 2.0]"))
+    out = sweep.run(f, out=tmp_path / "out", progress=False, plot=False)
+    t = _table(out)
+    sw = sweep.load(f)
+    mod = experiments.get("benign_overfitting")
+    for i in (0, 3, 6, 13):
+        v = sw.variants[i]
+        static = sweep._make_static(mod, {k: v[k] for k in sweep._static_keys(mod)})
+        traced = {k: np.float32(v[k]) for k in sweep._traced_keys(mod) if k != "seed"}
+        alone = jax.jit(functools.partial(mod.run_one, static))(traced, jax.random.PRNGKey(v["seed"]))
+        row = int(np.flatnonzero(t["variant"] == i)[0])
+        for k in ("train_loss", "clean_test_err", "weight_move", "steps_to_fit"):
+            np.testing.assert_allclose(t[k][row], float(alone[k]), rtol=2e-4, atol=1e-5, err_msg=f"{k} of variant {i}")
+
+
+def test_compiles_once_per_bucket_not_per_variant(tmp_path):
+    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN.replace("[grid]", "[grid]\ndepth = [2, 3]"))
+    out = sweep.run(f, out=tmp_path / "out", progress=False, plot=False)
+    meta = store.load(out).meta
+    assert meta["n_variants"] == 16 and meta["n_buckets"] == 4
+    assert [b["traces"] for b in meta["buckets"]] == [1, 1, 1, 1]
+
+
+def test_resume_computes_only_missing_chunks(tmp_path, monkeypatch):
+    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN)
+    full = sweep.run(f, out=tmp_path / "full", progress=False, plot=False, budget_bytes=1)
+    writes = []
+    real = store.write_chunk
+
+    def flaky(*a, **k):
+        if len(writes) == 3:
+            raise KeyboardInterrupt  # the process dies after three chunks
+        writes.append(a[1])
+        return real(*a, **k)
+
+    monkeypatch.setattr(store, "write_chunk", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(f, out=tmp_path / "part", progress=False, plot=False, budget_bytes=1)
+    assert not (tmp_path / "part" / "table.csv").exists()
+    monkeypatch.setattr(store, "write_chunk", lambda *a, **k: (writes.append(a[1]), real(*a, **k)))
+    sweep.run(f, out=tmp_path / "part", progress=False, plot=False, budget_bytes=1)
+    assert len(writes) == 8 and len(set(writes)) == 8  # 3 before the crash + 5 missing, none twice
+    a, b = _table(full), _table(tmp_path / "part")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_diverging_variant_is_flagged_and_its_chunk_mates_finish(tmp_path):
+    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [0.0]\nlr = [1.0, 1e30]"))
+    t = _table(sweep.run(f, out=tmp_path / "o", progress=False, plot=False))
+    bad = t["lr"] > 1e20
+    assert t["diverged"][bad].all() and not t["diverged"][~bad].any()
+    assert np.isfinite(t["train_loss"][~bad]).all()
+
+
+BAD = {
+    "malformed": ("experiment = 'benign_overfitting'\n[grid\nwidth = [1]", "malformed TOML"),
+    "unknown_key": (TINY_BENIGN.replace("d = 4", "d = 4\nwidht = 3"), "unknown key 'widht'"),
+    "unknown_top": ("colour = 1\n" + TINY_BENIGN, "unknown key 'colour'"),
+    "empty_grid": (TINY_BENIGN.replace("width = [4, 8]", "width = []"), "non-empty list"),
+    "neg_width": (TINY_BENIGN.replace("width = [4, 8]", "width = [4, -8]"), "width = -8: must be > 0"),
+    "zero_width": (TINY_BENIGN.replace("width = [4, 8]", "width = [0]"), "width = 0: must be > 0"),
+    "eta_high": (TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [0.0, 0.7]"), "eta = 0.7: must lie in [0.0, 0.5]"),
+    "eta_neg": (TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [-0.1]"), "eta = -0.1"),
+    "nan": (TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [nan]"), "must be finite"),
+    "wrong_type": (TINY_BENIGN.replace("n = 16", "n = 'many'"), "n = 'many': expected int"),
+    "bad_scale": (TINY_BENIGN, "no [presets.paper]"),
+    "unknown_experiment": (TINY_BENIGN.replace("benign_overfitting", "nope"), "unknown experiment 'nope'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_one_clear_line_nonzero_exit_nothing_written(case, tmp_path, capsys):
+    body, expected = BAD[case]
+    f = write_sweep(tmp_path / "s.toml", body)
+    out = tmp_path / "out"
+    args = ["sweep", str(f), "--out", str(out)] + (["--scale", "paper"] if case == "bad_scale" else [])
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxbench: error:") and expected in err[0], err
+    assert not out.exists()
+
+
+def test_missing_file_and_cli_subprocess(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "jaxbench", "sweep", str(tmp_path / "nope.toml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "not found" in r.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
+    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN)
+    assert cli.main(["sweep", str(f), "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    assert "8 variants, 2 buckets" in text and "bucket 1: width=8" in text
+    assert not (tmp_path / "o").exists()
