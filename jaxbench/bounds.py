@@ -59,7 +59,16 @@ def op_norm_power(w: jax.Array, iters: int = 500, key: jax.Array | None = None) 
 
 def layer_op_norms(spec: mlp.MLPSpec, params: mlp.Params) -> jax.Array:
     """``(L,)`` operator norms of the effective weight matrices (parametrization folded in)."""
-    return jnp.stack([op_norm(w) for w in mlp.weight_matrices(spec, params)])
+    ws = mlp.weight_matrices(spec, params)
+    # one batched SVD per distinct shape: a deep net's equal middle layers then cost one
+    # compiled SVD, not one each (XLA compile time on CPU grows with the count)
+    norms = [None] * len(ws)
+    for shape in dict.fromkeys(w.shape for w in ws):
+        idx = [i for i, w in enumerate(ws) if w.shape == shape]
+        vals = jax.vmap(op_norm)(jnp.stack([ws[i] for i in idx]))
+        for j, i in enumerate(idx):
+            norms[i] = vals[j]
+    return jnp.stack(norms)
 
 
 def bias_norms(spec: mlp.MLPSpec, params: mlp.Params) -> jax.Array:

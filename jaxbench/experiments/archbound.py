@@ -1,0 +1,340 @@
+"""Architecture-independent generalization bounds for deep ReLU networks.
+
+Source: T. Chen, C.-K. Chien, P. Munoz Ewald, A. G. Moore, "Architecture independent
+generalization bounds for overparametrized deep ReLU networks", arXiv 2504.05695. Claim
+(abstract): for n <= d training points there are explicit zero-loss minimizers of deep ReLU
+networks whose test error is bounded by the data geometry (train/test distances, the
+generalized inverse of the training matrix) and weight/bias norms, independently of depth and
+width.
+
+Our reconstruction (`jaxbench.bounds`): ``M = X^+ Y``; the first layer computes ``x M`` plus a
+shift that keeps the ReLU on its identity branch on the ball holding all train and test inputs,
+hidden layers pass the first k units through, the output removes the shift. So every
+architecture (L hidden layers of width m >= k) computes ``f(x) = x M``. Per test point the bound
+is ``min_i [Lip |x~ - x_i| + |y_i - y~|]`` with ``Lip = prod_l |W_l|_op = |M|_op``.
+
+Per variant (data, L, m, n = round(n_frac d), seed): the construction's train loss, test MSE,
+mean per-point error and bound, and the ingredients (sigma_min(X), |Y|_op, |M|_op, the
+Lipschitz upper (product of operator norms) and lower (max Jacobian norm at test points)
+estimates, the bias norm, mean nearest train distance); then the same architecture trained by
+full-batch gradient descent (float64, square loss, NTK parametrization, from random init) with
+the same quantities, its bound using its own training outputs: ``min_i [Lip |x~ - x_i| +
+|f(x_i) - y~|]`` (valid for any f).
+
+Data (static ``data``): "linear" (y = x B + noise, B ~ N(0, I/d), x ~ N(0, I_d)), "relu" (a
+one-hidden-layer ReLU teacher of width ``teacher_width`` + noise) and "digits" (scikit-learn's
+8x8 digits, centred pixels scaled to E|x|^2 = d, one-hot targets, k = 10, d = 64; noise unused; needs the optional
+extra ``pip install -e '.[real]'``: without it those variants are skipped, metrics NaN).
+
+Shapes: n is traced (n_frac in (0, 1]): data are drawn for n_max = d rows and rows >= n are
+masked out, so one compilation serves every n (the training sets of one seed are nested).
+The data draw depends on the seed only, so all architectures see the same data.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbench import bounds, mlp
+from jaxbench.experiments import one_of, positive, static, traced
+
+NAME = "arch_bounds"
+X64 = True
+
+PARAMS = {
+    "data": one_of("linear", "relu", "digits", default="linear"),
+    "d": positive(int, 64),
+    "k": positive(int, 1),
+    "hidden_layers": static(int, 1, lambda v: v >= 0, "must be >= 0"),
+    "width": positive(int, 64),
+    "n_test": positive(int, 256),
+    "teacher_width": positive(int, 8),
+    "gd_steps": static(int, 2000, lambda v: v >= 0, "must be >= 0 (0: no training)"),
+    "n_log": positive(int, 12),
+    "parametrization": one_of("ntk", "standard", default="ntk"),
+    "n_frac": traced(float, 0.5, lambda v: 0 < v <= 1, "must lie in (0, 1]: the construction needs n <= d"),
+    "noise": traced(float, 0.1, lambda v: v >= 0, "must be >= 0"),
+    "lr": traced(float, 1.0, lambda v: v > 0, "must be > 0"),
+}
+
+DIGITS_MISSING = ("arch_bounds: data = 'digits' needs scikit-learn (pip install -e '.[real]'); "
+                  "skipping those variants (their metrics are NaN)")
+
+
+def out_dim(s) -> int:
+    return 10 if s.data == "digits" else s.k
+
+
+def check(v: dict) -> None:
+    """Cross-parameter checks on one variant's values (ValueError with one clear line)."""
+    k = 10 if v["data"] == "digits" else v["k"]
+    if v["hidden_layers"] > 0 and v["width"] < k:
+        raise ValueError(f"width = {v['width']} < output dimension {k}: the construction needs width >= k")
+    if v["data"] == "digits" and v["d"] != 64:
+        raise ValueError(f"data = 'digits' has d = 64 pixels, got d = {v['d']}")
+
+
+@functools.cache
+def _digits():
+    """(x (1797, 64), one-hot y (1797, 10)) as numpy, or None without scikit-learn."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        warnings.warn(DIGITS_MISSING, stacklevel=2)
+        return None
+    dg = load_digits()
+    x = dg.data / 16.0
+    x = x - x.mean(0)  # centred, and scaled to E|x|^2 = d like the Gaussian tasks: without it
+    x = x * np.sqrt(x.shape[1] / np.mean(np.sum(x**2, 1)))  # GD stalls on the mean direction
+    return x, np.eye(10)[dg.target]
+
+
+def _normals(key, shapes):
+    """Standard normal arrays of the given shapes from ONE draw.
+
+    Each separate ``jax.random.normal`` call costs ~0.3 s of XLA compile time on CPU (float64);
+    a depth-16 `mlp.init` makes 34 of them, so one draw carved into pieces keeps a bucket's
+    compile time small.
+    """
+    sizes = [int(np.prod(sh)) for sh in shapes]
+    z = jax.random.normal(key, (sum(sizes),))
+    offsets = np.cumsum([0, *sizes])
+    return [z[a:b].reshape(sh) for a, b, sh in zip(offsets[:-1], offsets[1:], shapes)]
+
+
+def init(spec: mlp.MLPSpec, key):
+    """`mlp.init`'s distribution in the stacked format of `_apply_scan`, from one normal draw.
+
+    Returns ``(first, mid, last)``: first/last layer dicts and the equal middle layers stacked
+    on a leading axis (None without middle layers; last is None without hidden layers).
+    """
+    d, widths, k = spec.in_dim, spec.widths, spec.out_dim
+    m, L = (widths[0], len(widths)) if widths else (k, 0)
+    if len(set(widths)) > 1:
+        raise ValueError(f"stacked init needs equal hidden widths, got {widths}")
+    shapes = [(d, m), (m,)]
+    if L >= 2:
+        shapes += [(L - 1, m, m), (L - 1, m)]
+    if L >= 1:
+        shapes += [(m, k), (k,)]
+    z = _normals(key, shapes)
+    fans = [d] + ([m] if L >= 2 else []) + ([m] if L >= 1 else [])
+    layers = []
+    for (w, b), fan_in in zip(zip(z[::2], z[1::2]), fans):
+        if spec.parametrization == "standard":
+            w, b = w * (spec.w_std / np.sqrt(fan_in)), b * spec.b_std
+        layers.append({"w": w, "b": b} if spec.bias else {"w": w})
+    first = layers[0]
+    mid = layers[1] if L >= 2 else None
+    last = layers[-1] if L >= 1 else None
+    return first, mid, last
+
+
+def unstack(stacked) -> mlp.Params:
+    """Stacked ``(first, mid, last)`` -> `jaxbench.mlp`'s list of layers."""
+    first, mid, last = stacked
+    n_mid = 0 if mid is None else mid["w"].shape[0]
+    layers = [first, *(jax.tree.map(lambda a: a[i], mid) for i in range(n_mid))]
+    return layers + ([last] if last is not None else [])
+
+
+def _effective(spec, w):
+    return w * (spec.w_std / np.sqrt(w.shape[-2])) if spec.parametrization == "ntk" else w
+
+
+def lipschitz_upper_stacked(spec, stacked):
+    """`bounds.lipschitz_upper` on stacked params (one batched SVD for the middle layers)."""
+    first, mid, last = stacked
+    norms = [bounds.op_norm(_effective(spec, first["w"]))]
+    if mid is not None:
+        norms.append(jnp.prod(jax.vmap(bounds.op_norm)(_effective(spec, mid["w"]))))
+    if last is not None:
+        norms.append(bounds.op_norm(_effective(spec, last["w"])))
+    return jnp.prod(jnp.stack(norms))
+
+
+def relative_movement_stacked(stacked, stacked0):
+    """`mlp.relative_movement` on stacked params: max over layers of |W - W0|_F / |W0|_F."""
+    ratios = []
+    for p, q in zip(stacked, stacked0):
+        if p is not None:
+            axes = tuple(range(p["w"].ndim - 2, p["w"].ndim))
+            num = jnp.sqrt(jnp.sum((p["w"] - q["w"]) ** 2, axis=axes))
+            ratios.append(jnp.ravel(num / jnp.sqrt(jnp.sum(q["w"] ** 2, axis=axes))))
+    return jnp.max(jnp.concatenate(ratios))
+
+
+def draw(s, key, noise):
+    """Training rows ``(d, d), (d, k)`` (n_max = d) and test rows ``(n_test, d), (n_test, k)``.
+
+    linear: ``y = x B + noise e``, ``B ~ N(0, I/d)`` (as `jaxbench.data.linear_regression`);
+    relu: ``y = relu(x W1) W2 + noise e``, ``W1 ~ N(0, 2/d)``, ``W2 ~ N(0, 2/teacher_width)``
+    (He scaling: outputs of order one); x ~ N(0, I_d) in both.
+    """
+    nm, d, k, m = s.d, s.d, s.k, s.n_test
+    if s.data == "digits":
+        xs, ys = _digits()
+        idx = jax.random.permutation(key, xs.shape[0])[: nm + m]
+        x, y = jnp.asarray(xs)[idx], jnp.asarray(ys)[idx]
+        return x[:nm], y[:nm], x[nm:], y[nm:]
+    tw = s.teacher_width
+    x, xt, e, et, b, w1, w2 = _normals(key, [(nm, d), (m, d), (nm, k), (m, k), (d, k), (d, tw), (tw, k)])
+    if s.data == "linear":
+        f = lambda v: v @ b / np.sqrt(d)  # noqa: E731
+    else:
+        f = lambda v: jax.nn.relu(v @ w1 * np.sqrt(2 / d)) @ w2 * np.sqrt(2 / tw)  # noqa: E731
+    return x, f(x) + noise * e, xt, f(xt) + noise * et
+
+
+def _apply_scan(spec: mlp.MLPSpec, stacked, x):
+    """`mlp.apply` on stacked params, a ``lax.scan`` over the equal middle layers.
+
+    The unrolled Python loop of `mlp.apply` makes XLA compile time grow with depth (the GD
+    loop differentiates through every layer); the scan compiles one layer. Tests check it
+    equals `mlp.apply`.
+    """
+    def dense(layer, h):
+        w, b = layer["w"], layer.get("b")
+        if spec.parametrization == "ntk":
+            out = h @ w * (spec.w_std / np.sqrt(w.shape[-2]))
+            return out + spec.b_std * b if spec.bias else out
+        return h @ w + b if spec.bias else h
+
+    first, mid, last = stacked
+    if last is None:
+        return dense(first, x)
+    h = jax.nn.relu(dense(first, x))
+    if mid is not None:
+        h, _ = jax.lax.scan(lambda h, layer: (jax.nn.relu(dense(layer, h)), None), h, mid)
+    return dense(last, h)
+
+
+def _gd(s, spec, params0, x, y, mask, n, lr):
+    """Full-batch GD on ``0.5 sum_i mask_i |f(x_i) - y_i|^2 / n``; loss curve on n_log points.
+
+    The step is ``lr / (L + 1)``: the NTK of a He-initialised ReLU net grows about linearly in
+    the number of layers, so this keeps one lr stable across depths. Params are stacked
+    (`init`); returns the final stacked params and the loss curve ``(n_log,)``.
+    """
+    eta = lr / (s.hidden_layers + 1)
+
+    def loss(p):
+        r = jnp.where(mask[:, None], _apply_scan(spec, p, x) - y, 0.0)
+        return 0.5 * jnp.sum(r**2) / n
+
+    def step(_, p):
+        g = jax.grad(loss)(p)
+        return jax.tree.map(lambda a, b: a - eta * b, p, g)
+
+    per = max(s.gd_steps // s.n_log, 1)
+
+    def segment(p, _):
+        p = jax.lax.fori_loop(0, per, step, p)
+        return p, loss(p)
+
+    params, curve = jax.lax.scan(segment, params0, None, length=s.n_log)
+    return params, curve
+
+
+def _metrics(prefix, spec, params, x, y, xt, yt, mask, n, anchor, f=None, lip=None):
+    """Train loss, test error/MSE, the geometry bound (mean), its tightness, Lipschitz bounds.
+
+    anchor: the training outputs the bound starts from: y for the zero-loss construction (the
+    paper's bound, from labels alone), the network's own f(x_i) for a trained net. f: the
+    network as a function of inputs (default `mlp.apply` with params); lip: its Lipschitz
+    upper bound (default `bounds.lipschitz_upper` of params).
+    """
+    f = f or (lambda v: mlp.apply(spec, params, v))
+    res = jnp.where(mask[:, None], f(x) - y, 0.0)
+    err = jnp.linalg.norm(f(xt) - yt, axis=-1)  # (n_test,) per-point error
+    lip = bounds.lipschitz_upper(spec, params) if lip is None else lip
+    bnd = bounds.geometry_bound(lip, x, anchor, xt, yt, mask)
+    return {
+        f"{prefix}_train_loss": jnp.sum(res**2) / n,
+        f"{prefix}_test_mse": jnp.mean(err**2),
+        f"{prefix}_test_err": jnp.mean(err),
+        f"{prefix}_bound": jnp.mean(bnd),
+        f"{prefix}_tightness": jnp.mean(bnd) / jnp.mean(err),
+        f"{prefix}_ratio_min": jnp.min(bnd / err),
+        f"{prefix}_violations": jnp.sum(err > bnd * (1 + 1e-9)),
+        f"{prefix}_lip_upper": lip,
+        f"{prefix}_lip_lower": bounds.lipschitz_lower(f, xt),
+    }
+
+
+def run_one(s, p, key):
+    """One variant: construction + gradient descent on the same data (see module docstring)."""
+    static = {f: getattr(s, f) for f in s.__dataclass_fields__}
+    check(static)
+    k_data, k_init = jax.random.split(key)
+    skipped = s.data == "digits" and _digits() is None
+    if skipped:  # a clear warning was issued: placeholder data, every float metric NaN below
+        kx, kt = jax.random.split(k_data)
+        x, xt = jax.random.normal(kx, (s.d, s.d)), jax.random.normal(kt, (s.n_test, s.d))
+        y, yt = jnp.zeros((s.d, 10)), jnp.zeros((s.n_test, 10))
+    else:
+        x, y, xt, yt = draw(s, k_data, p["noise"])
+    n = jnp.clip(jnp.round(p["n_frac"] * s.d), 1, s.d).astype(jnp.int32)
+    mask = jnp.arange(s.d) < n
+    widths = (s.width,) * s.hidden_layers
+    k = out_dim(s)
+
+    # --- the explicit construction
+    spec = bounds.construction_spec(s.d, widths, k)
+    xm = jnp.where(mask[:, None], x, 0.0)
+    radius = jnp.maximum(jnp.max(jnp.linalg.norm(xm, axis=-1)), jnp.max(jnp.linalg.norm(xt, axis=-1)))
+    params = bounds.zero_loss_params(spec, x, y, radius, mask=mask, check=False)
+    rank_ok = bounds.full_rank(x, mask)
+    out = _metrics("c", spec, params, x, y, xt, yt, mask, n, anchor=y)
+    m = bounds.interpolant(x, y, mask)
+    smin, ynorm = bounds.sigma_min(x, mask), bounds.op_norm(jnp.where(mask[:, None], y, 0.0))
+    dx = jnp.linalg.norm(xt[:, None] - x[None], axis=-1)
+    dx = jnp.where(mask[None], dx, jnp.inf)
+    nn = jnp.argmin(dx, axis=1)
+    out.update({
+        "c_bound_sigma": jnp.mean(bounds.geometry_bound(ynorm / smin, x, y, xt, yt, mask)),
+        "sigma_min": smin, "y_op": ynorm, "m_op": bounds.op_norm(m),
+        "bias_norm": jnp.linalg.norm(params[0]["b"]), "radius": radius,
+        "dist_nn": jnp.mean(jnp.min(dx, axis=1)),
+        "label_gap_nn": jnp.mean(jnp.linalg.norm(yt - y[nn], axis=-1)),
+    })
+    out = {kk: jnp.where(rank_ok, v, jnp.nan) if jnp.issubdtype(v.dtype, jnp.floating) else v
+           for kk, v in out.items()}
+
+    # --- the same architecture trained by gradient descent from random initialisation
+    if s.gd_steps > 0:
+        gspec = mlp.MLPSpec(s.d, widths, k, parametrization=s.parametrization)
+        p0 = init(gspec, k_init)
+        gs, curve = _gd(s, gspec, p0, x, y, mask, n, p["lr"])
+        g = lambda v: _apply_scan(gspec, gs, v)  # noqa: E731
+        out.update(_metrics("g", gspec, None, x, y, xt, yt, mask, n, anchor=g(x), f=g,
+                            lip=lipschitz_upper_stacked(gspec, gs)))
+        out["g_dist_to_c"] = jnp.mean(jnp.linalg.norm(g(xt) - mlp.apply(spec, params, xt), axis=-1))
+        out["g_weight_move"] = relative_movement_stacked(gs, p0)
+        out["g_curve_train_loss"] = curve
+        out["diverged"] = ~jnp.isfinite(out["g_train_loss"])
+    else:
+        out["diverged"] = jnp.zeros((), bool)
+    out.update({"n": n, "rank_ok": rank_ok, "skipped": jnp.asarray(skipped)})
+    if skipped:
+        out = {kk: jnp.full_like(v, jnp.nan) if jnp.issubdtype(v.dtype, jnp.floating) else v
+               for kk, v in out.items()}
+    return out
+
+
+def variant_bytes(s) -> int:
+    """Per-variant memory: GD activations/gradients of n_max = d rows plus the test set."""
+    rows = s.d + s.n_test
+    weights = s.d * s.width + max(s.hidden_layers - 1, 0) * s.width**2 + s.width * 10
+    return 8 * (4 * rows * s.width * max(s.hidden_layers, 1) + 6 * weights + rows * s.d)
+
+
+def plot(results_dir):
+    from jaxbench.experiments import archbound_plot  # matplotlib only when plotting
+
+    return archbound_plot.plot(results_dir)
