@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SCALE  ?= default
 SWEEPS ?= $(wildcard sweeps/*.toml)
+SWEEP  ?=
 
 .PHONY: install test test-slow sweep figures bench tpu-sweep clean
 
@@ -30,6 +31,12 @@ figures: $(STAMP)
 
 bench: $(STAMP)
 	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+
+# make tpu-sweep TPU=name ZONE=zone [SWEEP=sweeps/x.toml] [SCALE=paper] [PROJECT=p] [DRY_RUN=1]
+tpu-sweep: $(STAMP)
+	@test -n "$(TPU)" -a -n "$(ZONE)" || { echo "usage: make tpu-sweep TPU=name ZONE=zone [SWEEP=...] [SCALE=paper] [DRY_RUN=1]" >&2; exit 2; }
+	$(BIN)/jaxbench tpu-sweep --tpu $(TPU) --zone $(ZONE) --scale $(if $(filter default,$(SCALE)),paper,$(SCALE)) \
+	  $(foreach f,$(SWEEP),--sweep $(f)) $(if $(PROJECT),--project $(PROJECT)) $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf $(VENV) .pytest_cache results/*/.chunks

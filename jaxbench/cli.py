@@ -1,8 +1,10 @@
 """`jaxbench` command line (also ``python -m jaxbench``).
 
     jaxbench sweep SWEEP.toml [--scale smoke|default|paper] [--out DIR] [--dry-run] [--fresh]
+                              [--memory-budget GiB] [--distributed [--coordinator H:P ...]]
     jaxbench plot RESULTS_DIR
     jaxbench list [--dir sweeps]
+    jaxbench tpu-sweep --tpu NAME --zone ZONE [--sweep FILE ...] [--scale paper] [--dry-run]
 
 Exit code 0 on success; 2 with one line on stderr for bad input.
 """
@@ -30,12 +32,27 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     s.add_argument("--fresh", action="store_true", help="discard finished chunks and start over")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--no-plot", action="store_true", help="write tables only (draw later: jaxbench plot)")
     s.add_argument("--memory-budget", type=float, default=None, metavar="GiB",
-                   help="bytes per chunk budget in GiB (default 2)")
+                   help="memory per chunk per device, GiB (default: half the accelerator's memory, "
+                        "a quarter of RAM on CPU); chunk sizes come from XLA's memory analysis")
+    s.add_argument("--max-chunk", type=int, default=None, help="most variants in one chunk (default 1024)")
+    s.add_argument("--distributed", action="store_true",
+                   help="multi-process run via jax.distributed (auto-detected on Cloud TPU)")
+    s.add_argument("--coordinator", default=None, help="host:port of process 0 (or JAXBENCH_COORDINATOR)")
+    s.add_argument("--num-processes", type=int, default=None, help="or JAXBENCH_NUM_PROCESSES")
+    s.add_argument("--process-id", type=int, default=None, help="or JAXBENCH_PROCESS_ID")
     pl = sub.add_parser("plot", help="redraw the figures of a results directory")
     pl.add_argument("results_dir")
     ls = sub.add_parser("list", help="list sweep files and their presets")
     ls.add_argument("--dir", default="sweeps")
+    t = sub.add_parser("tpu-sweep", help="run sweeps on a Cloud TPU VM slice with gcloud")
+    t.add_argument("--tpu", required=True, help="TPU VM name")
+    t.add_argument("--zone", required=True)
+    t.add_argument("--project", default=None)
+    t.add_argument("--sweep", action="append", default=None, help="sweep file (repeatable; default: all)")
+    t.add_argument("--scale", default="paper")
+    t.add_argument("--dry-run", action="store_true", help="print every command, run none")
     return p
 
 
@@ -47,13 +64,22 @@ def _sweep(args) -> int:
         if not args.memory_budget > 0:
             raise sweep.SweepError(f"--memory-budget must be > 0, got {args.memory_budget}")
         budget = int(args.memory_budget * 2**30)
+    if args.max_chunk is not None and args.max_chunk <= 0:
+        raise sweep.SweepError(f"--max-chunk must be > 0, got {args.max_chunk}")
     sw = sweep.load(args.sweep_file, args.scale)  # validates before anything is written
+    if args.distributed:
+        from jaxbench import distributed
+        try:
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        except ValueError as e:
+            raise sweep.SweepError(str(e)) from None
+    chunk = {"max_chunk": args.max_chunk} if args.max_chunk else {}
     if args.dry_run:
-        print(sweep.describe(sw, sweep.plan(sw, budget_bytes=budget)))
+        print(sweep.dry_run(args.sweep_file, args.scale, budget_bytes=budget, **chunk))
         print(f"  results -> {args.out or sweep.default_out(sw)}")
         return 0
     out = sweep.run(args.sweep_file, args.scale, out=args.out, fresh=args.fresh,
-                    progress=not args.no_progress, budget_bytes=budget)
+                    progress=not args.no_progress, budget_bytes=budget, plot=not args.no_plot, **chunk)
     print(f"results in {out}")
     return 0
 
@@ -87,12 +113,22 @@ def _list(args) -> int:
     return 0
 
 
+def _tpu(args) -> int:
+    from jaxbench import sweep, tpu
+
+    files = args.sweep or [str(p) for p in sorted(Path("sweeps").glob("*.toml"))]
+    for f in files:
+        sweep.load(f, args.scale)  # fail before any gcloud command on a bad sweep
+    cmds = tpu.commands(args.tpu, args.zone, files, args.scale, project=args.project)
+    return tpu.execute(cmds, dry_run=args.dry_run)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from jaxbench.sweep import SweepError
 
     try:
-        return {"sweep": _sweep, "plot": _plot, "list": _list}[args.cmd](args)
+        return {"sweep": _sweep, "plot": _plot, "list": _list, "tpu-sweep": _tpu}[args.cmd](args)
     except (SweepError, FileNotFoundError) as e:
         sys.stderr.write(f"jaxbench: error: {e}\n")
         return 2

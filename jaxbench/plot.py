@@ -128,6 +128,7 @@ def _tick(v):
 def band(ax, x, mean, err, label=None, **line_kw):
     """A line with a shaded mean +- err band."""
     x, mean, err = (np.asarray(a, float) for a in (x, mean, err))
-    (line,) = ax.plot(x, mean, marker="o", label=label, **line_kw)
+    line_kw.setdefault("marker", "o")
+    (line,) = ax.plot(x, mean, label=label, **line_kw)
     ax.fill_between(x, mean - err, mean + err, color=line.get_color(), alpha=0.2, linewidth=0)
     return line

@@ -11,8 +11,10 @@ Sweep file (see README "Writing a sweep file")::
 
 Variants are grouped into buckets of equal *static* parameters (anything that fixes a shape);
 each bucket is compiled once, and run chunk by chunk (chunks padded to one size so they share
-the compilation), the variant axis sharded over the local devices. Every finished chunk is
-written atomically, and a re-run skips the chunks already on disk.
+the compilation), the variant axis sharded over the local devices. A bucket's chunk size comes
+from XLA's memory analysis of the compiled program and a per-device byte budget. Every finished
+chunk is written atomically, and a re-run skips the chunks already on disk; with several
+processes (`jaxbench.distributed`) chunks are dealt round-robin and process 0 merges.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import platform
 import shutil
 import subprocess
@@ -43,7 +46,6 @@ SCALES = ("smoke", "default", "paper")
 _TOP_KEYS = {"experiment", "description", "seeds", "fixed", "grid", "zip", "presets"}
 _SECTION_KEYS = ("fixed", "grid", "zip")
 DEFAULT_MAX_CHUNK = 1024
-DEFAULT_BUDGET = 2 * 2**30  # bytes per chunk when the experiment gives a per-variant estimate
 
 
 class SweepError(ValueError):
@@ -65,17 +67,6 @@ class Sweep:
     @property
     def module(self) -> ModuleType:
         return experiments.get(self.experiment)
-
-
-@dataclasses.dataclass(frozen=True)
-class Bucket:
-    """Variants sharing static parameters: one compilation, ``chunks`` of variant ids."""
-
-    static: dict
-    variant_ids: tuple
-    chunk_size: int
-    chunks: tuple
-    variant_bytes: int | None
 
 
 # ----------------------------------------------------------------------------- loading
@@ -115,6 +106,12 @@ def _seeds(value) -> list[int]:
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
         return list(value)
     raise SweepError(f"seeds = {value!r}: expected a positive int or a non-empty list of ints >= 0")
+
+
+class _Variant(dict):
+    """A variant's parameters, readable as ``v["width"]`` or ``v.width``."""
+
+    __getattr__ = dict.__getitem__
 
 
 def load(path, scale: str = "default") -> Sweep:
@@ -175,6 +172,12 @@ def load(path, scale: str = "default") -> Sweep:
         for z in zip_rows:
             for s in seeds:
                 variants.append({**defaults, **fixed, **dict(zip(grid_keys, g)), **dict(zip(zip_keys, z)), "seed": s})
+    check = getattr(module, "check", None)  # cross-parameter constraints, e.g. m <= m_max
+    for v in variants if check else ():
+        try:
+            check(_Variant(v))
+        except ValueError as e:
+            raise SweepError(f"{path.name}: {e}") from None
     config = {"seeds": seeds, **{s: merged[s] for s in _SECTION_KEYS}}
     return Sweep(path, path.stem, raw["experiment"], scale, raw.get("description", ""), config, tuple(variants))
 
@@ -189,36 +192,105 @@ def _traced_keys(module) -> list[str]:
     return [k for k, p in module.PARAMS.items() if p.kind == "traced"] + ["seed"]
 
 
-def plan(sweep: Sweep, n_devices: int | None = None, budget_bytes: int | None = None,
-         max_chunk: int = DEFAULT_MAX_CHUNK) -> list[Bucket]:
-    """Groups variants into static-shape buckets and splits each into equal-size chunks.
-
-    Chunk sizes are multiples of the device count (the variant axis is sharded) and, when the
-    experiment estimates its per-variant memory (``variant_bytes``), fit the byte budget.
-    """
-    module = sweep.module
-    n_devices = n_devices or jax.local_device_count()
-    budget = budget_bytes or DEFAULT_BUDGET
-    keys = _static_keys(module)
-    groups: dict[tuple, list[int]] = {}
-    for i, v in enumerate(sweep.variants):
-        groups.setdefault(tuple(v[k] for k in keys), []).append(i)
-    buckets = []
-    for skey, ids in groups.items():
-        static = dict(zip(keys, skey))
-        vb = module.variant_bytes(_make_static(module, static)) if hasattr(module, "variant_bytes") else None
-        cap = max_chunk if vb is None else max(1, min(max_chunk, budget // max(vb, 1)))
-        n_chunks = math.ceil(len(ids) / cap)
-        size = math.ceil(len(ids) / n_chunks)
-        size = math.ceil(size / n_devices) * n_devices
-        chunks = tuple(tuple(ids[i:i + size]) for i in range(0, len(ids), size))
-        buckets.append(Bucket(static, tuple(ids), size, chunks, vb))
-    return buckets
-
-
 def _make_static(module, static: dict):
     cls = dataclasses.make_dataclass("Static", list(static), frozen=True)
     return cls(**static)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bucket:
+    """Variants sharing static parameters: one compilation."""
+
+    static: dict
+    variant_ids: tuple
+
+
+def plan(sweep: Sweep) -> list[Bucket]:
+    """Groups variants into buckets of equal static parameters (first-appearance order)."""
+    keys = _static_keys(sweep.module)
+    groups: dict[tuple, list[int]] = {}
+    for i, v in enumerate(sweep.variants):
+        groups.setdefault(tuple(v[k] for k in keys), []).append(i)
+    return [Bucket(dict(zip(keys, k)), tuple(ids)) for k, ids in groups.items()]
+
+
+def balanced_size(n: int, cap: int, n_devices: int) -> int:
+    """Chunk size <= cap (when possible), a multiple of n_devices, splitting n into equal chunks."""
+    n_chunks = math.ceil(n / max(cap, 1))
+    return math.ceil(math.ceil(n / n_chunks) / n_devices) * n_devices
+
+
+def default_budget() -> int:
+    """Bytes one chunk may use per device: half a GPU/TPU's memory, a quarter of host RAM on CPU."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(0.5 * stats["bytes_limit"])
+    return int(0.25 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def compiled_bytes(compiled) -> int:
+    """Peak bytes of a compiled program per device, from XLA's own memory analysis."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return 0
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+class _Program:
+    """The jitted ``vmap(run_one)`` of one bucket, compiled per chunk size on demand."""
+
+    def __init__(self, sweep: Sweep, bucket: Bucket, sharding):
+        self.sweep, self.bucket, self.sharding = sweep, bucket, sharding
+        self.module = sweep.module
+        self.traces = 0
+        self._compiled: dict[int, object] = {}
+        self.compile_s = 0.0
+        static = _make_static(self.module, bucket.static)
+
+        def one(traced):
+            self.traces += 1  # Python side effect: runs once per trace
+            out = dict(self.module.run_one(static, traced, jax.random.PRNGKey(traced["seed"])))
+            if "diverged" not in out:
+                flags = [~jnp.isfinite(v) for v in out.values()
+                         if jnp.ndim(v) == 0 and jnp.issubdtype(jnp.result_type(v), jnp.floating)]
+                out["diverged"] = jnp.any(jnp.stack(flags)) if flags else jnp.zeros((), bool)
+            return out
+
+        self.fn = jax.jit(jax.vmap(one))
+
+    def _dtype(self, key):
+        p = self.module.PARAMS.get(key)
+        if key == "seed" or (p and p.type is int):
+            return jnp.int32
+        if p and p.type is bool:
+            return jnp.bool_
+        return jnp.zeros(()).dtype  # float32, or float64 under enable_x64
+
+    def compiled(self, size: int):
+        if size not in self._compiled:
+            shapes = {k: jax.ShapeDtypeStruct((size,), self._dtype(k), sharding=self.sharding)
+                      for k in _traced_keys(self.module)}
+            t0 = time.perf_counter()
+            self._compiled[size] = self.fn.lower(shapes).compile()
+            self.compile_s += time.perf_counter() - t0
+        return self._compiled[size]
+
+    def inputs(self, ids, size):
+        ids = list(ids) + [ids[-1]] * (size - len(ids))  # pad to the bucket's chunk size
+        return {k: jax.device_put(jnp.asarray(np.array([self.sweep.variants[i][k] for i in ids]), self._dtype(k)),
+                                  self.sharding) for k in _traced_keys(self.module)}
+
+    def choose_size(self, budget: int, max_chunk: int, n_devices: int) -> tuple[int, int]:
+        """Chunk size from the compiled program's memory analysis: returns (size, bytes/chunk)."""
+        n = len(self.bucket.variant_ids)
+        size = balanced_size(n, max_chunk, n_devices)
+        mem = compiled_bytes(self.compiled(size))
+        if mem > budget and size > n_devices:
+            per_variant = mem / size  # memory is affine in the variant axis; the slope bounds it
+            cap = max(n_devices, int(budget // per_variant) // n_devices * n_devices)
+            size = balanced_size(n, cap, n_devices)
+            mem = compiled_bytes(self.compiled(size))
+        return size, mem
 
 
 def chunk_name(sweep: Sweep, b: int, c: int, ids) -> str:
@@ -227,16 +299,49 @@ def chunk_name(sweep: Sweep, b: int, c: int, ids) -> str:
     return f"b{b:03d}-c{c:04d}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
 
 
-def describe(sweep: Sweep, buckets: list[Bucket]) -> str:
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How one bucket is cut: ``chunks`` of variant ids of (padded) size ``chunk_size``."""
+
+    chunk_size: int
+    bytes_per_chunk: int
+    chunks: tuple
+    names: tuple
+
+
+def _layout_key(sweep, bucket, budget, max_chunk, n_devices) -> str:
+    blob = json.dumps([sweep.experiment, bucket.static, len(bucket.variant_ids), budget, max_chunk,
+                       n_devices, jax.default_backend(), jax.__version__], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def layouts(sweep: Sweep, buckets, programs, budget: int, max_chunk: int, cache: dict) -> list[Layout]:
+    """Chunk layout of every bucket. Sizes found by compiling are remembered in ``cache`` so a
+    resumed run recompiles nothing for buckets that are already finished."""
+    n_dev = jax.local_device_count()
+    out = []
+    for b, (bk, prog) in enumerate(zip(buckets, programs)):
+        key = _layout_key(sweep, bk, budget, max_chunk, n_dev)
+        if key not in cache:
+            cache[key] = prog.choose_size(budget, max_chunk, n_dev)
+        size, mem = cache[key]
+        ids = bk.variant_ids
+        chunks = tuple(tuple(ids[i:i + size]) for i in range(0, len(ids), size))
+        out.append(Layout(size, mem, chunks, tuple(chunk_name(sweep, b, c, ch) for c, ch in enumerate(chunks))))
+    return out
+
+
+def describe(sweep: Sweep, buckets, lays, budget: int) -> str:
     """Human-readable plan (what ``--dry-run`` prints)."""
     lines = [
         f"sweep {sweep.name} (experiment {sweep.experiment}, scale {sweep.scale}): "
-        f"{len(sweep.variants)} variants, {len(buckets)} buckets, "
-        f"{sum(len(b.chunks) for b in buckets)} chunks on {jax.local_device_count()} {jax.default_backend()} device(s)"]
-    for i, b in enumerate(buckets):
-        mem = "" if b.variant_bytes is None else f", ~{b.variant_bytes * b.chunk_size / 2**20:.1f} MiB/chunk"
+        f"{len(sweep.variants)} variants, {len(buckets)} buckets, {sum(len(l.chunks) for l in lays)} chunks "
+        f"on {jax.process_count()} process(es) x {jax.local_device_count()} {jax.default_backend()} device(s); "
+        f"memory budget {budget / 2**30:.2f} GiB per chunk per device"]
+    for i, (b, l) in enumerate(zip(buckets, lays)):
         st = " ".join(f"{k}={v}" for k, v in b.static.items())
-        lines.append(f"  bucket {i}: {st} | {len(b.variant_ids)} variants in {len(b.chunks)} chunk(s) of {b.chunk_size}{mem}")
+        lines.append(f"  bucket {i}: {st} | {len(b.variant_ids)} variants in {len(l.chunks)} chunk(s) of "
+                     f"{l.chunk_size}, compiled memory {l.bytes_per_chunk / 2**20:.1f} MiB/chunk")
     return "\n".join(lines)
 
 
@@ -244,29 +349,6 @@ def describe(sweep: Sweep, buckets: list[Bucket]) -> str:
 
 def default_out(sweep: Sweep) -> Path:
     return Path("results") / (sweep.name if sweep.scale == "default" else f"{sweep.name}-{sweep.scale}")
-
-
-def _batched_fn(module, static, counter: list):
-    def one(traced):
-        counter[0] += 1  # runs once per trace: counts compilations
-        out = dict(module.run_one(static, traced, jax.random.PRNGKey(traced["seed"])))
-        if "diverged" not in out:
-            flags = [~jnp.isfinite(v) for v in out.values()
-                     if jnp.ndim(v) == 0 and jnp.issubdtype(jnp.result_type(v), jnp.floating)]
-            out["diverged"] = jnp.any(jnp.stack(flags)) if flags else jnp.zeros((), bool)
-        return out
-    return jax.jit(jax.vmap(one))
-
-
-def _chunk_inputs(sweep: Sweep, module, ids, size, sharding):
-    ids = list(ids) + [ids[-1]] * (size - len(ids))  # pad to the bucket's chunk size
-    inputs = {}
-    for k in _traced_keys(module):
-        col = np.array([sweep.variants[i][k] for i in ids])
-        dtype = jnp.int32 if k == "seed" or col.dtype.kind in "iu" else (jnp.bool_ if col.dtype == bool else None)
-        arr = jnp.asarray(col, dtype=dtype) if dtype is not None else jnp.asarray(col, dtype=jnp.zeros(()).dtype)
-        inputs[k] = jax.device_put(arr, sharding)
-    return inputs
 
 
 def _versions() -> dict:
@@ -277,82 +359,107 @@ def _versions() -> dict:
             "numpy": np.__version__, "optax": optax.__version__, "flax": flax.__version__}
 
 
-def _git_commit() -> str | None:
+def _git(*args) -> str | None:
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+        r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
                            cwd=Path(__file__).resolve().parent)
-        return r.stdout.strip() or None
+        return r.stdout.strip() if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
+def _context(sweep: Sweep):
+    x64 = getattr(sweep.module, "X64", False)
+    return jax.enable_x64(True) if x64 else contextlib.nullcontext()
+
+
+def _setup(sweep: Sweep, budget_bytes, max_chunk, out: Path | None):
+    mesh = Mesh(np.array(jax.local_devices()), ("v",))
+    sharding = NamedSharding(mesh, PartitionSpec("v"))
+    buckets = plan(sweep)
+    programs = [_Program(sweep, b, sharding) for b in buckets]
+    budget = budget_bytes or default_budget()
+    cache_file = None if out is None else out / store.CHUNKS / "layout.json"
+    cache = {}
+    if cache_file is not None and cache_file.exists():
+        cache = {k: tuple(v) for k, v in json.loads(cache_file.read_text()).items()}
+    lays = layouts(sweep, buckets, programs, budget, max_chunk, cache)
+    if cache_file is not None:
+        store.atomic_write(cache_file, json.dumps(cache).encode())
+    return buckets, programs, lays, budget
+
+
+def dry_run(path, scale: str = "default", budget_bytes: int | None = None,
+            max_chunk: int = DEFAULT_MAX_CHUNK) -> str:
+    """The plan, with chunk sizes from compiling each bucket once; writes nothing."""
+    sweep = load(path, scale)
+    with _context(sweep):
+        buckets, _, lays, budget = _setup(sweep, budget_bytes, max_chunk, None)
+    return describe(sweep, buckets, lays, budget)
+
+
 def run(path, scale: str = "default", out=None, fresh: bool = False, progress: bool = True,
-        budget_bytes: int | None = None, plot: bool = True) -> Path:
+        budget_bytes: int | None = None, plot: bool = True, max_chunk: int = DEFAULT_MAX_CHUNK) -> Path:
     """Runs (or resumes) a sweep and returns its results directory.
 
-    Finished chunks found in ``out/.chunks`` are reused unless ``fresh``. Writes ``table.csv``,
-    ``arrays.npz``, ``meta.json`` and the experiment's figures.
+    Finished chunks in ``out/.chunks`` are reused unless ``fresh``. With several processes
+    (``jax.distributed`` initialised), chunk i runs on process ``i % process_count``; process 0
+    gathers every chunk and writes ``table.csv``, ``arrays.npz``, ``meta.json`` and the figures.
     """
     from tqdm import tqdm
 
-    sweep = load(path, scale)
-    module = sweep.module
-    buckets = plan(sweep, budget_bytes=budget_bytes)
-    out = Path(out) if out is not None else default_out(sweep)
-    if fresh and (out / store.CHUNKS).exists():
-        shutil.rmtree(out / store.CHUNKS)
-    (out / store.CHUNKS).mkdir(parents=True, exist_ok=True)
+    from jaxbench import distributed
 
+    sweep = load(path, scale)
+    out = Path(out) if out is not None else default_out(sweep)
+    if fresh and jax.process_index() == 0 and (out / store.CHUNKS).exists():
+        shutil.rmtree(out / store.CHUNKS)
+    distributed.barrier("fresh")
+    (out / store.CHUNKS).mkdir(parents=True, exist_ok=True)
     started = time.time()
-    mesh = Mesh(np.array(jax.local_devices()), ("v",))
-    sharding = NamedSharding(mesh, PartitionSpec("v"))
-    names = [[chunk_name(sweep, b, c, ids) for c, ids in enumerate(bk.chunks)] for b, bk in enumerate(buckets)]
-    done = {n for row in names for n in row if store.read_chunk(out, n) is not None}
-    n_done = sum(len(ids) for b, bk in enumerate(buckets) for c, ids in enumerate(bk.chunks) if names[b][c] in done)
-    bar = tqdm(total=len(sweep.variants), initial=n_done, unit="variant", desc=sweep.name,
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    bucket_meta = []
-    x64 = jax.enable_x64(True) if getattr(module, "X64", False) else contextlib.nullcontext()
-    with x64:
-        for b, bk in enumerate(buckets):
-            info = {"static": bk.static, "n_variants": len(bk.variant_ids), "chunk_size": bk.chunk_size,
-                    "n_chunks": len(bk.chunks), "traces": 0, "compile_s": 0.0, "run_s": 0.0}
-            todo = [(c, ids) for c, ids in enumerate(bk.chunks) if names[b][c] not in done]
-            if todo:
-                counter = [0]
-                fn = _batched_fn(module, _make_static(module, bk.static), counter)
-                bar.set_postfix_str(f"compiling bucket {b + 1}/{len(buckets)}")
-                t0 = time.perf_counter()
-                compiled = fn.lower(_chunk_inputs(sweep, module, todo[0][1], bk.chunk_size, sharding)).compile()
-                info["compile_s"] = time.perf_counter() - t0
-                info["traces"] = counter[0]
-                bar.set_postfix_str(f"bucket {b + 1}/{len(buckets)}")
-                for c, ids in todo:
-                    t0 = time.perf_counter()
-                    outputs = jax.device_get(compiled(_chunk_inputs(sweep, module, ids, bk.chunk_size, sharding)))
-                    outputs = {k: np.asarray(v)[:len(ids)] for k, v in outputs.items()}
-                    dt = time.perf_counter() - t0
-                    info["run_s"] += dt
-                    store.write_chunk(out, names[b][c], np.array(ids), outputs,
-                                      {"seconds": dt, "process": jax.process_index(),
-                                       "devices": [str(d) for d in jax.local_devices()]})
-                    bar.update(len(ids))
-            bucket_meta.append(info)
-    bar.close()
-    _merge(sweep, buckets, names, out, bucket_meta, started)
-    if plot:
-        module.plot(out)
+    with _context(sweep):
+        buckets, programs, lays, budget = _setup(sweep, budget_bytes, max_chunk, out)
+        mine = distributed.assign([(b, c) for b, l in enumerate(lays) for c in range(len(l.chunks))])
+        todo = [(b, c) for b, c in mine if store.read_chunk(out, lays[b].names[c]) is None]
+        n_mine = sum(len(lays[b].chunks[c]) for b, c in mine)
+        n_todo = sum(len(lays[b].chunks[c]) for b, c in todo)
+        desc = sweep.name if jax.process_count() == 1 else f"{sweep.name} [process {jax.process_index()}/{jax.process_count()}]"
+        bar = tqdm(total=n_mine, initial=n_mine - n_todo, unit="variant", desc=desc,
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        for b, c in todo:
+            prog, lay = programs[b], lays[b]
+            bar.set_postfix_str(f"bucket {b + 1}/{len(buckets)}")
+            compiled = prog.compiled(lay.chunk_size)
+            t0 = time.perf_counter()
+            outputs = jax.device_get(compiled(prog.inputs(lay.chunks[c], lay.chunk_size)))
+            n = len(lay.chunks[c])
+            outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
+            store.write_chunk(out, lay.names[c], np.array(lay.chunks[c]), outputs,
+                              {"seconds": time.perf_counter() - t0, "process": jax.process_index(),
+                               "devices": [str(d) for d in jax.local_devices()]})
+            bar.update(n)
+        bar.close()
+    distributed.gather_chunks(out, [lays[b].names[c] for b, c in mine])
+    if jax.process_index() == 0:
+        bucket_meta = [{"static": bk.static, "n_variants": len(bk.variant_ids), "chunk_size": l.chunk_size,
+                        "n_chunks": len(l.chunks), "compiled_bytes_per_chunk": l.bytes_per_chunk,
+                        "traces": p.traces, "compile_s": p.compile_s}
+                       for bk, l, p in zip(buckets, lays, programs)]
+        _merge(sweep, lays, out, bucket_meta, budget, started)
+        if plot:
+            sweep.module.plot(out)
+    distributed.barrier("merged")
     return out
 
 
-def _merge(sweep: Sweep, buckets, names, out: Path, bucket_meta, started) -> None:
+def _merge(sweep: Sweep, lays, out: Path, bucket_meta, budget, started) -> None:
     rows: list[dict | None] = [None] * len(sweep.variants)
     per_variant_arrays: list[dict] = [{} for _ in sweep.variants]
-    chunk_seconds = 0.0
-    for b, bk in enumerate(buckets):
-        for c in range(len(bk.chunks)):
-            ids, outputs, info = store.read_chunk(out, names[b][c])
-            chunk_seconds += info["seconds"]
+    provenance = []
+    for lay in lays:
+        for name in lay.names:
+            ids, outputs, info = store.read_chunk(out, name)
+            provenance.append({"chunk": name, **info})
             for j, i in enumerate(ids):
                 row = {"variant": int(i), **sweep.variants[i]}
                 for k, v in outputs.items():
@@ -361,23 +468,24 @@ def _merge(sweep: Sweep, buckets, names, out: Path, bucket_meta, started) -> Non
                     else:
                         per_variant_arrays[i][k] = v[j]
                 rows[i] = row
-    keys = sorted({k for a in per_variant_arrays for k in a})
     arrays = {}
-    for k in keys:
-        shapes = [a[k].shape for a in per_variant_arrays if k in a]
-        ref = np.full(shapes[0], np.nan)
+    for k in sorted({k for a in per_variant_arrays for k in a}):
+        ref = np.full(next(a[k].shape for a in per_variant_arrays if k in a), np.nan)
         arrays[k] = store.stack_padded([np.asarray(a.get(k, ref))[None] for a in per_variant_arrays])
     module = sweep.module
     meta = {
         "sweep": sweep.name, "experiment": sweep.experiment, "scale": sweep.scale,
         "sweep_file": str(sweep.path), "description": sweep.description, "config": sweep.config,
-        "n_variants": len(sweep.variants), "n_buckets": len(buckets),
+        "n_variants": len(sweep.variants), "n_buckets": len(lays),
         "static_keys": _static_keys(module), "traced_keys": _traced_keys(module),
         "n_diverged": int(sum(bool(r.get("diverged", False)) for r in rows)),
-        "buckets": bucket_meta, "chunk_seconds_total": chunk_seconds,
+        "memory_budget_bytes": budget, "buckets": bucket_meta,
+        "chunk_seconds_total": sum(p["seconds"] for p in provenance), "chunks": provenance,
         "wall_s_this_run": time.time() - started,
         "versions": _versions(), "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count(),
-        "git_commit": _git_commit(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": _git("rev-parse", "HEAD") or None,
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", "jaxbench")),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     store.write_results(out, rows, arrays, meta)

@@ -15,7 +15,9 @@ An experiment module defines:
   the experiment does not return one: True where any floating scalar output is not finite.
 * ``plot(results_dir) -> list[Path]``: draws figures reading only files (`jaxbench.store.load`).
 * optional ``X64 = True``: the experiment runs under ``jax.enable_x64(True)``.
-* optional ``variant_bytes(static) -> int``: memory estimate of one variant (chunk planning).
+* optional ``check(variant)``: raises ValueError (one line) for an invalid combination of
+  parameters (variant: a dict of all parameters, keys also readable as attributes);
+  `jaxbench.sweep.load` calls it on every variant before anything runs.
 """
 
 from __future__ import annotations
@@ -26,9 +28,15 @@ import math
 from types import ModuleType
 from typing import Any, Callable
 
-# experiment NAME -> module under jaxbench.experiments
+# experiment NAME -> module under jaxbench.experiments, or "module.attr" for an object in a module
+# that hosts several experiments (it has the same NAME / PARAMS / run_one / plot attributes)
 REGISTRY = {
+    "lambda_validation": "lambda_validation",
+    "free_energy": "freeenergy",
     "benign_overfitting": "benign",
+    "arch_bounds": "archbound",
+    "local_recovery": "recovery",
+    "ntk_convergence": "ntk_convergence",
 }
 
 _REQUIRED = object()
@@ -95,4 +103,6 @@ def get(name: str) -> ModuleType:
     """The experiment module registered under ``name`` (ValueError if unknown)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown experiment {name!r}; known: {sorted(REGISTRY)}")
-    return importlib.import_module(f"jaxbench.experiments.{REGISTRY[name]}")
+    module, _, attr = REGISTRY[name].partition(".")
+    mod = importlib.import_module(f"jaxbench.experiments.{module}")
+    return getattr(mod, attr) if attr else mod
