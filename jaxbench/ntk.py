@@ -213,10 +213,8 @@ def mlp_features(spec: mlp.MLPSpec, params, x, out_scale=1.0):
     return acts, sens, beta
 
 
-def _ntk_structured(f, params, x1, x2, trace, tile, k, block_bytes):
-    spec, alpha = _mlp_of(f)
-    *fa, beta = mlp_features(spec, params, x1, alpha)
-    fb = fa if x2 is None else mlp_features(spec, params, x2, alpha)[:2]
+def _structured_pair(beta, alpha, k, trace):
+    """Kernel block from per-layer features: sum_l (a_l a_l'^T + beta^2) * (g_l g_l'^T)."""
 
     def pair(a, b):
         (acts_a, sens_a), (acts_b, sens_b) = a, b
@@ -224,8 +222,7 @@ def _ntk_structured(f, params, x1, x2, trace, tile, k, block_bytes):
         for xa, xb, ga, gb in zip(acts_a, acts_b, sens_a, sens_b):
             gram_x = xa @ xb.T + beta**2 if beta else xa @ xb.T
             if ga is None:  # output layer: <g, g'> = alpha^2 delta_jj'
-                eye = jnp.eye(k, dtype=xa.dtype)
-                gg = alpha**2 * (k if trace else eye)
+                gg = alpha**2 * (k if trace else jnp.eye(k, dtype=xa.dtype))
                 out = out + (gram_x * gg if trace else gram_x[:, :, None, None] * gg)
             elif trace:
                 gram_g = ga.reshape(ga.shape[0], -1) @ gb.reshape(gb.shape[0], -1).T
@@ -234,12 +231,47 @@ def _ntk_structured(f, params, x1, x2, trace, tile, k, block_bytes):
                 out = out + gram_x[:, :, None, None] * jnp.einsum("ajw,blw->abjl", ga, gb)
         return out
 
-    n2 = (x1 if x2 is None else x2).shape[0]
-    itemsize = jnp.dtype(x1.dtype).itemsize
-    t = tile or _rows_for(4 * n2 * (k * k if not trace else 1) * itemsize, block_bytes)
+    return pair
+
+
+def _tiled_symmetric(pair, a, t):
+    """``pair(a, a)`` computing only the ``nb (nb + 1) / 2`` blocks on and above the diagonal.
+
+    Each ``(t, t)`` block and its transpose are written in place into the kernel carried by a
+    `fori_loop`, so the work memory is one block and the Gram flops are about halved.
+    """
+    n = jax.tree.leaves(a)[0].shape[0]
+    A = jax.tree.map(lambda x: _pad_blocks(x, t), a)
+    nb = jax.tree.leaves(A)[0].shape[0]
+    iu, ju = (jnp.asarray(v, jnp.int32) for v in np.triu_indices(nb))
+    probe = jax.eval_shape(pair, *(jax.tree.map(lambda x: x[0], A),) * 2)
+
+    def body(p, K):
+        i, j = iu[p], ju[p]
+        blk = pair(jax.tree.map(lambda x: x[i], A), jax.tree.map(lambda x: x[j], A))
+        blk_t = jnp.swapaxes(blk, 0, 1) if blk.ndim == 2 else jnp.transpose(blk, (1, 0, 3, 2))
+        zero = (jnp.int32(0),) * (blk.ndim - 2)
+        K = lax.dynamic_update_slice(K, blk, (i * t, j * t, *zero))
+        return lax.dynamic_update_slice(K, blk_t, (j * t, i * t, *zero))
+
+    K = jnp.zeros((nb * t, nb * t, *probe.shape[2:]), probe.dtype)
+    K = lax.fori_loop(0, len(iu), body, K)
+    return K if nb * t == n else K[:n, :n]
+
+
+def _ntk_structured(f, params, x1, x2, trace, tile, k, block_bytes):
+    spec, alpha = _mlp_of(f)
+    *fa, beta = mlp_features(spec, params, x1, alpha)
+    pair = _structured_pair(beta, alpha, k, trace)
+    itemsize = jnp.dtype(x1.dtype).itemsize * (1 if trace else k * k)
+    if x2 is None:  # symmetric: square blocks, upper triangle only
+        t = tile or min(2048, math.isqrt(_rows_for(4 * itemsize, block_bytes)))
+        return pair(fa, fa) if t >= x1.shape[0] else _tiled_symmetric(pair, fa, t)
+    fb = mlp_features(spec, params, x2, alpha)[:2]
+    t = tile or _rows_for(4 * x2.shape[0] * itemsize, block_bytes)
     ident = lambda z: z  # noqa: E731
     # only rows are tiled: the features are O(n * sum(widths) * k), linear in n
-    return _tiled(ident, ident, pair, fa, fb, t, n2)
+    return _tiled(ident, ident, pair, fa, fb, t, x2.shape[0])
 
 
 def empirical_ntk(f, params, x1, x2=None, *, method="auto", trace=True, tile=None,
