@@ -5,7 +5,9 @@ hidden width m) on its own separated-sphere data set (n = 128, d = 16, label noi
 full-batch gradient descent on the logistic loss for S steps with a per-variant learning rate,
 then final training loss and test error. Methods:
 
-  (a) engine   : `jaxbench.sweep.run` (one jitted vmap per bucket; end to end incl. writing files)
+  (a) engine   : `jaxbench.sweep.run` (one jitted vmap per bucket; end to end incl. writing files);
+                 engine_map1 / engine_map16: the same with --inner-batch 1 / 16 (lax.map over
+                 sub-batches inside the one compiled call)
   (b) naive    : jit one training step, Python loops over variants and steps
   (c) scan     : one jitted lax.scan training run per variant (compiled once per width)
   (d) torch    : PyTorch model ensembling (torch.func.stack_module_state + functional_call +
@@ -81,13 +83,13 @@ def variants(widths, per_width):
     return [(w, s, lr) for w in widths for lr in (0.5, 1.0) for s in range(seeds)]
 
 
-def run_engine(widths, per_width, steps):
+def run_engine(widths, per_width, steps, inner_batch=None):
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "bench.toml"
         f.write_text(SWEEP.format(seeds=max(1, per_width // 2), n=N, n_test=N_TEST, d=D, steps=steps,
                                   eta=ETA, widths=list(widths)))
         t = time.perf_counter()
-        out = sweep.run(f, out=Path(tmp) / "out", progress=False, plot=False)
+        out = sweep.run(f, out=Path(tmp) / "out", progress=False, plot=False, inner_batch=inner_batch)
         dt = time.perf_counter() - t
         table = np.genfromtxt(out / "table.csv", delimiter=",", names=True)
     return dt, float(np.mean(table["train_loss"]))
@@ -235,7 +237,8 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    methods = {"engine": run_engine, "scan": run_scan}
+    methods = {"engine": run_engine, "engine_map1": functools.partial(run_engine, inner_batch=1),
+               "engine_map16": functools.partial(run_engine, inner_batch=16), "scan": run_scan}
     steps = 100 if args.quick else 200
     # Target case: 1000 variants over widths {16, 32, 64, 128}.
     full = dict(methods, naive=run_naive)

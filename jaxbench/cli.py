@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="memory per chunk per device, GiB (default: half the accelerator's memory, "
                         "a quarter of RAM on CPU); chunk sizes come from XLA's memory analysis")
     s.add_argument("--max-chunk", type=int, default=None, help="most variants in one chunk (default 1024)")
+    s.add_argument("--inner-batch", type=int, default=None,
+                   help="single device: lax.map over sub-batches of N vmapped variants per chunk")
     s.add_argument("--distributed", action="store_true",
                    help="multi-process run via jax.distributed (auto-detected on Cloud TPU)")
     s.add_argument("--coordinator", default=None, help="host:port of process 0 (or JAXBENCH_COORDINATOR)")
@@ -64,8 +66,6 @@ def _sweep(args) -> int:
         if not args.memory_budget > 0:
             raise sweep.SweepError(f"--memory-budget must be > 0, got {args.memory_budget}")
         budget = int(args.memory_budget * 2**30)
-    if args.max_chunk is not None and args.max_chunk <= 0:
-        raise sweep.SweepError(f"--max-chunk must be > 0, got {args.max_chunk}")
     sw = sweep.load(args.sweep_file, args.scale)  # validates before anything is written
     if args.distributed:
         from jaxbench import distributed
@@ -73,13 +73,17 @@ def _sweep(args) -> int:
             distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         except ValueError as e:
             raise sweep.SweepError(str(e)) from None
+    for flag in ("max_chunk", "inner_batch"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            raise sweep.SweepError(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     chunk = {"max_chunk": args.max_chunk} if args.max_chunk else {}
     if args.dry_run:
         print(sweep.dry_run(args.sweep_file, args.scale, budget_bytes=budget, **chunk))
         print(f"  results -> {args.out or sweep.default_out(sw)}")
         return 0
     out = sweep.run(args.sweep_file, args.scale, out=args.out, fresh=args.fresh,
-                    progress=not args.no_progress, budget_bytes=budget, plot=not args.no_plot, **chunk)
+                    progress=not args.no_progress, budget_bytes=budget, plot=not args.no_plot,
+                    inner_batch=args.inner_batch, **chunk)
     print(f"results in {out}")
     return 0
 

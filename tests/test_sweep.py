@@ -135,3 +135,15 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "8 variants, 2 buckets" in text and "bucket 1: width=8" in text
     assert not (tmp_path / "o").exists()
+
+
+def test_inner_batch_layout_gives_the_same_table(tmp_path):
+    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN)
+    a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False)
+    b = sweep.run(f, out=tmp_path / "map", progress=False, plot=False, inner_batch=3)
+    ta, tb = _table(a), _table(b)
+    for k in ta:
+        if ta[k].dtype.kind == "f":
+            np.testing.assert_allclose(ta[k], tb[k], rtol=2e-4, atol=1e-5, err_msg=k)
+        else:
+            np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
