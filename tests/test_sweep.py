@@ -142,8 +142,6 @@ def test_inner_batch_layout_gives_the_same_table(tmp_path):
     a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False)
     b = sweep.run(f, out=tmp_path / "map", progress=False, plot=False, inner_batch=3)
     ta, tb = _table(a), _table(b)
-    for k in ta:
-        if ta[k].dtype.kind == "f":
-            np.testing.assert_allclose(ta[k], tb[k], rtol=2e-4, atol=1e-5, err_msg=k)
-        else:
-            np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+    np.testing.assert_array_equal(ta["variant"], tb["variant"])
+    for k in ("train_loss", "clean_test_err", "weight_move", "steps_to_fit"):
+        np.testing.assert_allclose(ta[k], tb[k], rtol=2e-4, atol=1e-5, err_msg=k)
