@@ -38,6 +38,19 @@ import numpy as np
 from jaxbench import mlp
 
 
+# ----------------------------------------------------------------------------- ordering
+def after(x, *deps):
+    """``x``, made available only once ``deps`` are computed (an optimization barrier).
+
+    Why: jaxlib 0.10's CPU LAPACK kernels (SVD, Cholesky, eigh, ...) split their batch over
+    XLA's intra-op thread pool and block until it finishes; when as many independent batched
+    LAPACK calls as the pool has threads run at once (2 on a 2-core machine), every pool
+    thread waits and the program deadlocks. Every function here issues at most one LAPACK
+    call; a jitted program that makes several independent ones orders them with `after`.
+    """
+    return jax.lax.optimization_barrier((x, deps))[0]
+
+
 # ----------------------------------------------------------------------------- operator norms
 def op_norm(w: jax.Array) -> jax.Array:
     """Spectral norm (largest singular value) of a matrix ``(a, b)``; a scalar."""
@@ -58,17 +71,15 @@ def op_norm_power(w: jax.Array, iters: int = 500, key: jax.Array | None = None) 
 
 
 def layer_op_norms(spec: mlp.MLPSpec, params: mlp.Params) -> jax.Array:
-    """``(L,)`` operator norms of the effective weight matrices (parametrization folded in)."""
+    """``(L,)`` operator norms of the effective weight matrices (parametrization folded in).
+
+    The matrices are zero-padded to one shape (padding keeps singular values) and go through
+    ONE batched SVD: one LAPACK call (see `after`) and one compiled kernel however deep.
+    """
     ws = mlp.weight_matrices(spec, params)
-    # one batched SVD per distinct shape: a deep net's equal middle layers then cost one
-    # compiled SVD, not one each (XLA compile time on CPU grows with the count)
-    norms = [None] * len(ws)
-    for shape in dict.fromkeys(w.shape for w in ws):
-        idx = [i for i, w in enumerate(ws) if w.shape == shape]
-        vals = jax.vmap(op_norm)(jnp.stack([ws[i] for i in idx]))
-        for j, i in enumerate(idx):
-            norms[i] = vals[j]
-    return jnp.stack(norms)
+    rows, cols = max(w.shape[0] for w in ws), max(w.shape[1] for w in ws)
+    padded = jnp.stack([jnp.pad(w, ((0, rows - w.shape[0]), (0, cols - w.shape[1]))) for w in ws])
+    return jax.vmap(op_norm)(padded)
 
 
 def bias_norms(spec: mlp.MLPSpec, params: mlp.Params) -> jax.Array:

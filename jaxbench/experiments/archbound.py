@@ -148,14 +148,16 @@ def _effective(spec, w):
 
 
 def lipschitz_upper_stacked(spec, stacked):
-    """`bounds.lipschitz_upper` on stacked params (one batched SVD for the middle layers)."""
+    """`bounds.lipschitz_upper` on stacked params: every layer zero-padded into one batched SVD
+    (one LAPACK call, see `bounds.after`; padding keeps singular values)."""
     first, mid, last = stacked
-    norms = [bounds.op_norm(_effective(spec, first["w"]))]
-    if mid is not None:
-        norms.append(jnp.prod(jax.vmap(bounds.op_norm)(_effective(spec, mid["w"]))))
-    if last is not None:
-        norms.append(bounds.op_norm(_effective(spec, last["w"])))
-    return jnp.prod(jnp.stack(norms))
+    ws = [first["w"][None]] + ([mid["w"]] if mid is not None else []) + \
+         ([last["w"][None]] if last is not None else [])
+    ws = [_effective(spec, w) for w in ws]
+    rows, cols = max(w.shape[1] for w in ws), max(w.shape[2] for w in ws)
+    padded = jnp.concatenate([jnp.pad(w, ((0, 0), (0, rows - w.shape[1]), (0, cols - w.shape[2])))
+                              for w in ws])
+    return jnp.prod(jax.vmap(bounds.op_norm)(padded))
 
 
 def relative_movement_stacked(stacked, stacked0):
@@ -241,18 +243,15 @@ def _gd(s, spec, params0, x, y, mask, n, lr):
     return params, curve
 
 
-def _metrics(prefix, spec, params, x, y, xt, yt, mask, n, anchor, f=None, lip=None):
+def _metrics(prefix, f, lip, lip_lower, x, y, xt, yt, mask, n, anchor):
     """Train loss, test error/MSE, the geometry bound (mean), its tightness, Lipschitz bounds.
 
-    anchor: the training outputs the bound starts from: y for the zero-loss construction (the
-    paper's bound, from labels alone), the network's own f(x_i) for a trained net. f: the
-    network as a function of inputs (default `mlp.apply` with params); lip: its Lipschitz
-    upper bound (default `bounds.lipschitz_upper` of params).
+    f: the network as a function of inputs; lip, lip_lower: its Lipschitz upper bound and
+    lower estimate. anchor: the training outputs the bound starts from: y for the zero-loss
+    construction (the paper's bound, from labels alone), f(x_i) for a trained net.
     """
-    f = f or (lambda v: mlp.apply(spec, params, v))
     res = jnp.where(mask[:, None], f(x) - y, 0.0)
     err = jnp.linalg.norm(f(xt) - yt, axis=-1)  # (n_test,) per-point error
-    lip = bounds.lipschitz_upper(spec, params) if lip is None else lip
     bnd = bounds.geometry_bound(lip, x, anchor, xt, yt, mask)
     return {
         f"{prefix}_train_loss": jnp.sum(res**2) / n,
@@ -263,8 +262,21 @@ def _metrics(prefix, spec, params, x, y, xt, yt, mask, n, anchor, f=None, lip=No
         f"{prefix}_ratio_min": jnp.min(bnd / err),
         f"{prefix}_violations": jnp.sum(err > bnd * (1 + 1e-9)),
         f"{prefix}_lip_upper": lip,
-        f"{prefix}_lip_lower": bounds.lipschitz_lower(f, xt),
+        f"{prefix}_lip_lower": lip_lower,
     }
+
+
+class _Sequence:
+    """Runs LAPACK-calling functions one after another (`bounds.after`: jaxlib 0.10 deadlocks
+    when independent batched LAPACK calls run concurrently on CPU)."""
+
+    def __init__(self):
+        self.token = ()
+
+    def __call__(self, fn, *args):
+        out = fn(*bounds.after(args, self.token))
+        self.token = out
+        return out
 
 
 def run_one(s, p, key):
@@ -283,22 +295,27 @@ def run_one(s, p, key):
     mask = jnp.arange(s.d) < n
     widths = (s.width,) * s.hidden_layers
     k = out_dim(s)
+    seq = _Sequence()
 
     # --- the explicit construction
     spec = bounds.construction_spec(s.d, widths, k)
-    xm = jnp.where(mask[:, None], x, 0.0)
+    xm, ym = jnp.where(mask[:, None], x, 0.0), jnp.where(mask[:, None], y, 0.0)
     radius = jnp.maximum(jnp.max(jnp.linalg.norm(xm, axis=-1)), jnp.max(jnp.linalg.norm(xt, axis=-1)))
-    params = bounds.zero_loss_params(spec, x, y, radius, mask=mask, check=False)
-    rank_ok = bounds.full_rank(x, mask)
-    out = _metrics("c", spec, params, x, y, xt, yt, mask, n, anchor=y)
-    m = bounds.interpolant(x, y, mask)
-    smin, ynorm = bounds.sigma_min(x, mask), bounds.op_norm(jnp.where(mask[:, None], y, 0.0))
+    params = seq(lambda x, y: bounds.zero_loss_params(spec, x, y, radius, mask=mask, check=False), x, y)
+    rank_ok = seq(lambda x: bounds.full_rank(x, mask), x)
+    smin = seq(lambda x: bounds.sigma_min(x, mask), x)
+    ynorm = seq(bounds.op_norm, ym)
+    m_op = seq(bounds.op_norm, params[0]["w"][:, :k])  # = |X^+ Y|_op: M sits in the first k columns
+    c_lip = seq(lambda p: bounds.lipschitz_upper(spec, p), params)
+    c = lambda v: mlp.apply(spec, params, v)  # noqa: E731
+    c_lip_lower = seq(lambda xt: bounds.lipschitz_lower(c, xt), xt)
+    out = _metrics("c", c, c_lip, c_lip_lower, x, y, xt, yt, mask, n, anchor=y)
     dx = jnp.linalg.norm(xt[:, None] - x[None], axis=-1)
     dx = jnp.where(mask[None], dx, jnp.inf)
     nn = jnp.argmin(dx, axis=1)
     out.update({
         "c_bound_sigma": jnp.mean(bounds.geometry_bound(ynorm / smin, x, y, xt, yt, mask)),
-        "sigma_min": smin, "y_op": ynorm, "m_op": bounds.op_norm(m),
+        "sigma_min": smin, "y_op": ynorm, "m_op": m_op,
         "bias_norm": jnp.linalg.norm(params[0]["b"]), "radius": radius,
         "dist_nn": jnp.mean(jnp.min(dx, axis=1)),
         "label_gap_nn": jnp.mean(jnp.linalg.norm(yt - y[nn], axis=-1)),
@@ -311,10 +328,12 @@ def run_one(s, p, key):
         gspec = mlp.MLPSpec(s.d, widths, k, parametrization=s.parametrization)
         p0 = init(gspec, k_init)
         gs, curve = _gd(s, gspec, p0, x, y, mask, n, p["lr"])
+        g_lip = seq(lambda gs: lipschitz_upper_stacked(gspec, gs), gs)
+        g_lip_lower = seq(lambda gs, xt: bounds.lipschitz_lower(lambda v: _apply_scan(gspec, gs, v), xt),
+                          gs, xt)
         g = lambda v: _apply_scan(gspec, gs, v)  # noqa: E731
-        out.update(_metrics("g", gspec, None, x, y, xt, yt, mask, n, anchor=g(x), f=g,
-                            lip=lipschitz_upper_stacked(gspec, gs)))
-        out["g_dist_to_c"] = jnp.mean(jnp.linalg.norm(g(xt) - mlp.apply(spec, params, xt), axis=-1))
+        out.update(_metrics("g", g, g_lip, g_lip_lower, x, y, xt, yt, mask, n, anchor=g(x)))
+        out["g_dist_to_c"] = jnp.mean(jnp.linalg.norm(g(xt) - c(xt), axis=-1))
         out["g_weight_move"] = relative_movement_stacked(gs, p0)
         out["g_curve_train_loss"] = curve
         out["diverged"] = ~jnp.isfinite(out["g_train_loss"])
