@@ -19,8 +19,8 @@ def write_sweep(path: Path, body: str) -> Path:
     return path
 
 
-TINY_BENIGN = """
-experiment = "benign_overfitting"
+TINY = """
+experiment = "example"
 seeds = 2
 [fixed]
 n = 16

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_BENIGN, write_sweep
+from conftest import ROOT, TINY, write_sweep
 from jaxbench import store, sweep, tpu
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
@@ -34,7 +34,7 @@ def _assert_same_table(a, b, rtol=1e-5):
 
 @pytest.fixture
 def tiny(tmp_path):
-    return write_sweep(tmp_path / "tiny.toml", TINY_BENIGN)
+    return write_sweep(tmp_path / "tiny.toml", TINY)
 
 
 def test_four_simulated_devices_give_the_single_device_table(tiny, tmp_path):
@@ -84,15 +84,15 @@ def test_tiny_memory_budget_forces_many_chunks_same_table(tiny, tmp_path):
 
 
 def test_kill_9_mid_run_then_resume(tmp_path):
-    f = write_sweep(tmp_path / "slow.toml", TINY_BENIGN.replace("steps = 20", "steps = 4000"))
+    f = write_sweep(tmp_path / "slow.toml", TINY.replace("steps = 20", "steps = 2000"))
     ref = _cli("sweep", f, "--out", tmp_path / "ref", "--max-chunk", 1)
     assert ref.returncode == 0
     out = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "jaxbench", "sweep", str(f), "--out", str(out), "--max-chunk", "1",
                           "--no-progress", "--no-plot"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunk_dir = out / store.CHUNKS
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(chunk_dir.glob("b*.npz"))) < 2:
+    deadline = time.time() + 900
+    while time.time() < deadline and p.poll() is None and len(list(chunk_dir.glob("b*.npz"))) < 2:
         time.sleep(0.01)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()

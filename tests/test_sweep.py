@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TINY_BENIGN, write_sweep
+from conftest import TINY, write_sweep
 from jaxbench import cli, experiments, store, sweep
 
 
@@ -17,7 +17,7 @@ def _table(d):
 
 
 def test_expansion_presets_and_zip(tmp_path):
-    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN + """
+    f = write_sweep(tmp_path / "s.toml", TINY + """
 [zip]
 lr = [0.5, 1.0, 2.0]
 alpha = [1.0, 2.0, 4.0]
@@ -39,11 +39,11 @@ depth = [2, 3]
 
 
 def test_vmapped_chunk_equals_each_variant_alone(tmp_path):
-    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [0.0, 0.2]\nlr = [0.5, 2.0]"))
+    f = write_sweep(tmp_path / "s.toml", TINY.replace("eta = [0.0, 0.2]", "eta = [0.0, 0.2]\nlr = [0.5, 2.0]"))
     out = sweep.run(f, out=tmp_path / "out", progress=False, plot=False)
     t = _table(out)
     sw = sweep.load(f)
-    mod = experiments.get("benign_overfitting")
+    mod = experiments.get("example")
     for i in (0, 3, 6, 13):
         v = sw.variants[i]
         static = sweep._make_static(mod, {k: v[k] for k in sweep._static_keys(mod)})
@@ -55,7 +55,7 @@ def test_vmapped_chunk_equals_each_variant_alone(tmp_path):
 
 
 def test_compiles_once_per_bucket_not_per_variant(tmp_path):
-    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN.replace("[grid]", "[grid]\ndepth = [2, 3]"))
+    f = write_sweep(tmp_path / "s.toml", TINY.replace("[grid]", "[grid]\ndepth = [2, 3]"))
     out = sweep.run(f, out=tmp_path / "out", progress=False, plot=False)
     meta = store.load(out).meta
     assert meta["n_variants"] == 16 and meta["n_buckets"] == 4
@@ -63,7 +63,7 @@ def test_compiles_once_per_bucket_not_per_variant(tmp_path):
 
 
 def test_resume_computes_only_missing_chunks(tmp_path, monkeypatch):
-    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN)
+    f = write_sweep(tmp_path / "s.toml", TINY)
     full = sweep.run(f, out=tmp_path / "full", progress=False, plot=False, budget_bytes=1)
     writes = []
     real = store.write_chunk
@@ -87,7 +87,7 @@ def test_resume_computes_only_missing_chunks(tmp_path, monkeypatch):
 
 
 def test_diverging_variant_is_flagged_and_its_chunk_mates_finish(tmp_path):
-    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [0.0]\nlr = [1.0, 1e30]"))
+    f = write_sweep(tmp_path / "s.toml", TINY.replace("eta = [0.0, 0.2]", "eta = [0.0]\nlr = [1.0, 1e30]"))
     t = _table(sweep.run(f, out=tmp_path / "o", progress=False, plot=False))
     bad = t["lr"] > 1e20
     assert t["diverged"][bad].all() and not t["diverged"][~bad].any()
@@ -96,17 +96,18 @@ def test_diverging_variant_is_flagged_and_its_chunk_mates_finish(tmp_path):
 
 BAD = {
     "malformed": ("experiment = 'benign_overfitting'\n[grid\nwidth = [1]", "malformed TOML"),
-    "unknown_key": (TINY_BENIGN.replace("d = 4", "d = 4\nwidht = 3"), "unknown key 'widht'"),
-    "unknown_top": ("colour = 1\n" + TINY_BENIGN, "unknown key 'colour'"),
-    "empty_grid": (TINY_BENIGN.replace("width = [4, 8]", "width = []"), "non-empty list"),
-    "neg_width": (TINY_BENIGN.replace("width = [4, 8]", "width = [4, -8]"), "width = -8: must be > 0"),
-    "zero_width": (TINY_BENIGN.replace("width = [4, 8]", "width = [0]"), "width = 0: must be > 0"),
-    "eta_high": (TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [0.0, 0.7]"), "eta = 0.7: must lie in [0.0, 0.5]"),
-    "eta_neg": (TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [-0.1]"), "eta = -0.1"),
-    "nan": (TINY_BENIGN.replace("eta = [0.0, 0.2]", "eta = [nan]"), "must be finite"),
-    "wrong_type": (TINY_BENIGN.replace("n = 16", "n = 'many'"), "n = 'many': expected int"),
-    "bad_scale": (TINY_BENIGN, "no [presets.paper]"),
-    "unknown_experiment": (TINY_BENIGN.replace("benign_overfitting", "nope"), "unknown experiment 'nope'"),
+    "unknown_key": (TINY.replace("d = 4", "d = 4\nwidht = 3"), "unknown key 'widht'"),
+    "unknown_top": ("colour = 1\n" + TINY, "unknown key 'colour'"),
+    "empty_grid": (TINY.replace("width = [4, 8]", "width = []"), "non-empty list"),
+    "neg_width": (TINY.replace("width = [4, 8]", "width = [4, -8]"), "width = -8: must be > 0"),
+    "zero_width": (TINY.replace("width = [4, 8]", "width = [0]"), "width = 0: must be > 0"),
+    "eta_high": (TINY.replace("eta = [0.0, 0.2]", "eta = [0.0, 0.7]"), "eta = 0.7: must lie in [0.0, 0.5]"),
+    "eta_neg": (TINY.replace("eta = [0.0, 0.2]", "eta = [-0.1]"), "eta = -0.1"),
+    "nan": (TINY.replace("eta = [0.0, 0.2]", "eta = [nan]"), "must be finite"),
+    "wrong_type": (TINY.replace("n = 16", "n = 'many'"), "n = 'many': expected int"),
+    "bad_scale": (TINY, "no [presets.paper]"),
+    "unknown_experiment": (TINY.replace('"example"', '"nope"'), "unknown experiment 'nope'"),
+    "cross_check": (TINY.replace("d = 4", "d = 1"), "d = 1: the sphere task needs d >= 2"),
 }
 
 
@@ -130,7 +131,7 @@ def test_missing_file_and_cli_subprocess(tmp_path):
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
-    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN)
+    f = write_sweep(tmp_path / "s.toml", TINY)
     assert cli.main(["sweep", str(f), "--dry-run", "--out", str(tmp_path / "o")]) == 0
     text = capsys.readouterr().out
     assert "8 variants, 2 buckets" in text and "bucket 1: width=8" in text
@@ -138,7 +139,7 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
 
 
 def test_inner_batch_layout_gives_the_same_table(tmp_path):
-    f = write_sweep(tmp_path / "s.toml", TINY_BENIGN)
+    f = write_sweep(tmp_path / "s.toml", TINY)
     a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False)
     b = sweep.run(f, out=tmp_path / "map", progress=False, plot=False, inner_batch=3)
     ta, tb = _table(a), _table(b)

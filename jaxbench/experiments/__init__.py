@@ -31,12 +31,15 @@ from typing import Any, Callable
 # experiment NAME -> module under jaxbench.experiments, or "module.attr" for an object in a module
 # that hosts several experiments (it has the same NAME / PARAMS / run_one / plot attributes)
 REGISTRY = {
+    "example": "example",
     "lambda_validation": "lambda_validation",
     "free_energy": "freeenergy",
     "benign_overfitting": "benign",
+    "benign_regression": "benign_regression",
     "arch_bounds": "archbound",
     "local_recovery": "recovery",
     "ntk_convergence": "ntk_convergence",
+    "info_bounds": "infobound",
 }
 
 _REQUIRED = object()
