@@ -53,9 +53,9 @@ class SamplerConfig:
     method: "sgld" (Lau et al. 2023 form) or "mala" (Metropolis-adjusted, full batch only).
     Each chain runs ``num_burnin + num_draws * thin`` steps and records ``num_draws`` draws.
     batch_size: SGLD minibatch size (None = full batch).
-    shuffle: minibatches drawn without replacement from a fresh permutation every epoch (as a
-      shuffled PyTorch DataLoader does); False: each minibatch drawn with replacement (needed
-      when ``weights`` mask examples).
+    shuffle: epochs of minibatches without replacement, each epoch a fresh random order (an
+      affine map i -> (a i + b) mod n, cheap under vmap), like a shuffled PyTorch DataLoader;
+      False: each minibatch drawn with replacement (needed when ``weights`` mask examples).
     """
 
     method: str = "sgld"
@@ -129,26 +129,29 @@ def _steppers(nll_fn, unravel, data, weights, cfg, eps, nbeta, gamma, alpha, cen
         raise ValueError("shuffle needs a batch_size and no weights mask")
 
     per_epoch = n // cfg.batch_size if cfg.batch_size else 1
-
-    def new_perm(k_perm, t):
-        return jax.random.permutation(jax.random.fold_in(k_perm, t // per_epoch), n)
+    units = jnp.asarray([a for a in range(1, n) if math.gcd(a, n) == 1] if cfg.shuffle else [1])
 
     def sgld_step(state, key):
-        w, t, perm, k_perm = state
+        w, t, k_perm = state
         kb, kn = jax.random.split(key)
         if cfg.batch_size is None:
             batch, wts = data, weights
         else:
-            if cfg.shuffle:  # a fresh permutation at each epoch start (t is the same for all chains)
-                perm = jax.lax.cond(t % per_epoch == 0, new_perm, lambda k, t: perm, k_perm, t)
-                idx = jax.lax.dynamic_slice(perm, ((t % per_epoch) * cfg.batch_size,), (cfg.batch_size,))
+            if cfg.shuffle:
+                # epoch e visits every example once, in the order i -> (a i + b) mod n with a
+                # (a unit mod n) and b drawn per epoch: O(batch) work, unlike a full permutation
+                ka, kb2 = jax.random.split(jax.random.fold_in(k_perm, t // per_epoch))
+                a = units[jax.random.randint(ka, (), 0, units.shape[0])]
+                b = jax.random.randint(kb2, (), 0, n)
+                pos = (t % per_epoch) * cfg.batch_size + jnp.arange(cfg.batch_size)
+                idx = (a * pos + b) % n
             else:
                 p = None if weights is None else weights / jnp.sum(weights)
                 idx = jax.random.choice(kb, n, (cfg.batch_size,), p=p)
             batch, wts = jax.tree_util.tree_map(lambda a: a[idx], data), None
         (_, loss), g = grad_fn(w, batch, wts)
         w = w + 0.5 * eps * g + jnp.sqrt(eps) * jax.random.normal(kn, w.shape, w.dtype)
-        return (w, t + 1, perm, k_perm), (loss, jnp.ones((), w.dtype))
+        return (w, t + 1, k_perm), (loss, jnp.ones((), w.dtype))
 
     def mala_init(w):
         (logp, loss), g = grad_fn(w, data, weights)
@@ -167,8 +170,7 @@ def _steppers(nll_fn, unravel, data, weights, cfg, eps, nbeta, gamma, alpha, cen
         return new, (loss, ok.astype(w.dtype))
 
     if cfg.method == "sgld":
-        perm0 = jnp.arange(n if cfg.shuffle else 1)
-        return (lambda w, k: (w, jnp.zeros((), jnp.int32), perm0, k)), sgld_step, (lambda s: s[0])
+        return (lambda w, k: (w, jnp.zeros((), jnp.int32), k)), sgld_step, (lambda s: s[0])
     return (lambda w, k: mala_init(w)), mala_step, (lambda s: s[0])
 
 

@@ -211,3 +211,16 @@ def test_known_learning_coefficients():
         fe.rrr_learning_coefficient(2, 2, 2, 3)
     with pytest.raises(ValueError):
         fe.SamplerConfig("mala", batch_size=10)
+
+
+def test_shuffled_minibatches_visit_every_example_once_per_epoch():
+    """With l_i = i, the recorded minibatch loss is the batch's mean index: over each epoch the
+    batches must sum to 0 + 1 + ... + (n - 1), with batches differing between epochs."""
+    n, m = 50, 10
+    data = jnp.arange(n, dtype=jnp.float32)[:, None]
+    nll = lambda w, b: b[:, 0] + 0.0 * w[0]
+    cfg = fe.SamplerConfig("sgld", num_chains=3, num_draws=6 * (n // m), batch_size=m, shuffle=True)
+    ch = fe.sample(nll, jnp.zeros(1), data, jax.random.key(0), cfg, 1e-3, nbeta=1.0)
+    per_epoch = np.asarray(ch.loss).reshape(3, 6, n // m) * m          # (chains, epochs, batches)
+    np.testing.assert_allclose(per_epoch.sum(-1), n * (n - 1) / 2, rtol=1e-6)
+    assert len({tuple(e) for e in per_epoch.reshape(-1, n // m).round(3)}) > 10
