@@ -5,7 +5,8 @@ hidden width m) on its own separated-sphere data set (n = 128, d = 16, label noi
 full-batch gradient descent on the logistic loss for S steps with a per-variant learning rate,
 then final training loss and test error. Methods:
 
-  (a) engine   : `jaxbench.sweep.run` (one jitted vmap per bucket; end to end incl. writing files);
+  (a) engine   : `jaxbench.sweep.run` on the `example` experiment (one jitted vmap per bucket;
+                 end to end incl. writing files);
                  engine_map1 / engine_map16: the same with --inner-batch 1 / 16 (lax.map over
                  sub-batches inside the one compiled call)
   (b) naive    : jit one training step, Python loops over variants and steps
@@ -45,7 +46,7 @@ N, D, N_TEST, ETA = 128, 16, 128, 0.1
 TORCH_VENV = ROOT / "benchmarks" / ".venv-torch"
 
 SWEEP = """
-experiment = "benign_overfitting"
+experiment = "example"
 seeds = {seeds}
 [fixed]
 depth = 3
@@ -96,9 +97,8 @@ def run_engine(widths, per_width, steps, inner_batch=None):
 
 
 def _static(width, steps):
-    mod = experiments.get("benign_overfitting")
-    vals = {"width": width, "depth": 3, "n": N, "n_test": N_TEST, "d": D, "steps": steps,
-            "n_log": 2, "parametrization": "ntk"}
+    mod = experiments.get("example")
+    vals = {"width": width, "depth": 3, "n": N, "n_test": N_TEST, "d": D, "steps": steps, "n_log": 2}
     return mod, sweep._make_static(mod, vals)
 
 
