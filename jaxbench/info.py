@@ -65,6 +65,52 @@ def kl_gaussians(m1: jax.Array, c1: jax.Array, m2: jax.Array, c2: jax.Array) -> 
     return 0.5 * (jnp.sum(a**2) + jnp.sum(b**2) - k + logdet2 - logdet1)
 
 
+def cholesky_loop(c: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of SPD ``c (..., k, k)`` with plain XLA ops in a ``fori_loop``.
+
+    Why it exists: with jaxlib 0.10 on CPU, a program holding LAPACK potrf/trsm/getrf custom
+    calls ran its long ``while`` loops (the Hungarian algorithm's O(n^2) tiny iterations) ~100x
+    slower on a loaded machine (measured; the loop bodies compiled identically). Programs that
+    need both (`jaxbench.experiments.infobound_relu`) use this. One column per iteration (masked,
+    fixed shapes, so the body compiles once); O(k^3) work.
+    """
+    k = c.shape[-1]
+    idx = jnp.arange(k)
+
+    def column(j, low):
+        row = jnp.where(idx < j, jnp.take(low, j, axis=-2), 0.0)  # L[j, :j]
+        diag = jnp.sqrt(jnp.take(jnp.take(c, j, axis=-1), j, axis=-1) - jnp.sum(row**2, -1))
+        col = (jnp.take(c, j, axis=-1) - jnp.einsum("...ip,...p->...i", low, row)) / diag[..., None]
+        col = jnp.where(idx >= j, col, 0.0)
+        return jnp.where(idx == j, col[..., :, None], low)
+
+    return lax.fori_loop(0, k, column, jnp.zeros_like(c))
+
+
+def _solve_lower_loop(low: jax.Array, b: jax.Array) -> jax.Array:
+    """``low^{-1} b`` for lower-triangular ``low (..., k, k)``, ``b (..., k, m)`` (forward substitution)."""
+    k = low.shape[-1]
+    idx = jnp.arange(k)
+
+    def row(i, x):
+        li = jnp.where(idx < i, jnp.take(low, i, axis=-2), 0.0)
+        xi = (jnp.take(b, i, axis=-2) - jnp.einsum("...p,...pm->...m", li, x)) / jnp.take(
+            jnp.take(low, i, axis=-2), i, axis=-1)[..., None]
+        return jnp.where((idx == i)[:, None], xi[..., None, :], x)
+
+    return lax.fori_loop(0, k, row, jnp.zeros_like(b))
+
+
+def kl_gaussians_loop(m1, c1, m2, c2) -> jax.Array:
+    """`kl_gaussians` via `cholesky_loop` (no LAPACK custom calls); batched over ``...``."""
+    k = m1.shape[-1]
+    l1, l2 = cholesky_loop(c1), cholesky_loop(c2)
+    rhs = jnp.concatenate([l1, (m2 - m1)[..., :, None]], axis=-1)
+    sol = _solve_lower_loop(l2, rhs)
+    logdet = lambda low: 2.0 * jnp.sum(jnp.log(jnp.diagonal(low, axis1=-2, axis2=-1)), -1)
+    return 0.5 * (jnp.sum(sol**2, (-2, -1)) - k + logdet(l2) - logdet(l1))
+
+
 def kl_gaussians_1d(m1, s1, m2, s2) -> jax.Array:
     """``KL(N(m1, s1^2) || N(m2, s2^2))`` (elementwise; s are standard deviations)."""
     return jnp.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2.0 * s2**2) - 0.5
@@ -98,15 +144,16 @@ def w1_samples_1d(x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(jnp.abs(jnp.sort(x) - jnp.sort(y)))
 
 
-def _sqrtm_psd(c: jax.Array) -> jax.Array:
+def sqrtm_psd(c: jax.Array) -> jax.Array:
+    """Symmetric square root of a positive semi-definite matrix ``(k, k)`` (eigendecomposition)."""
     evals, evecs = jnp.linalg.eigh(0.5 * (c + c.T))
     return (evecs * jnp.sqrt(jnp.clip(evals, 0.0))) @ evecs.T
 
 
 def bures_squared(c1: jax.Array, c2: jax.Array) -> jax.Array:
     """``tr(c1 + c2 - 2 (c2^1/2 c1 c2^1/2)^1/2)``: the covariance part of W2^2 between Gaussians."""
-    r = _sqrtm_psd(c2)
-    cross = _sqrtm_psd(r @ c1 @ r)
+    r = sqrtm_psd(c2)
+    cross = sqrtm_psd(r @ c1 @ r)
     return jnp.clip(jnp.trace(c1) + jnp.trace(c2) - 2.0 * jnp.trace(cross), 0.0)
 
 
@@ -203,19 +250,31 @@ def w1_empirical(x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(cost[jnp.arange(x.shape[0]), col])
 
 
-def gaussian_fit_kl(x: jax.Array, y: jax.Array, ridge: float = 1e-3) -> jax.Array:
+def weighted_moments(x: jax.Array, w: jax.Array | None):
+    """Mean ``(k,)`` and covariance ``(k, k)`` of rows of x with nonnegative weights w ``(n,)``
+    (0/1 weights select a subset; the covariance uses the ``sum(w) - 1`` normalisation)."""
+    w = jnp.ones(x.shape[0], x.dtype) if w is None else w.astype(x.dtype)
+    total = jnp.sum(w)
+    mean = jnp.sum(w[:, None] * x, 0) / total
+    xc = (x - mean) * jnp.sqrt(w)[:, None]
+    return mean, xc.T @ xc / jnp.maximum(total - 1.0, 1.0)
+
+
+def gaussian_fit_kl(x: jax.Array, y: jax.Array, ridge: float = 1e-3, wx=None, wy=None,
+                    no_lapack: bool = False) -> jax.Array:
     """Gaussian-approximation ``KL(P_x || P_y)`` from samples ``x (n, k)``, ``y (m, k)``.
 
     Fits ``N(mean, cov + eps I)`` to each sample with ``eps = ridge * tr(cov_pooled) / k`` (the
     ridge keeps rank-deficient covariances invertible when n <= k, e.g. dead ReLU units) and
-    returns the closed-form `kl_gaussians`. Biased even when both laws are Gaussian; the bias
-    is measured by the caller. Returns ``()``.
+    returns the closed-form `kl_gaussians`. Optional 0/1 (or nonnegative) weights ``wx (n,)``,
+    ``wy (m,)`` fit a subset (e.g. one class) with static shapes. Biased even when both laws are
+    Gaussian; the bias is measured by the caller. Returns ``()``.
     """
     k = x.shape[-1]
-    mx, my = jnp.mean(x, 0), jnp.mean(y, 0)
-    cx = jnp.cov(x, rowvar=False).reshape(k, k)
-    cy = jnp.cov(y, rowvar=False).reshape(k, k)
+    mx, cx = weighted_moments(x, wx)
+    my, cy = weighted_moments(y, wy)
     scale = 0.5 * (jnp.trace(cx) + jnp.trace(cy)) / k
     eps = ridge * jnp.where(scale > 0, scale, 1.0)
     eye = jnp.eye(k, dtype=x.dtype)
-    return kl_gaussians(mx, cx + eps * eye, my, cy + eps * eye)
+    kl = kl_gaussians_loop if no_lapack else kl_gaussians
+    return kl(mx, cx + eps * eye, my, cy + eps * eye)

@@ -150,3 +150,20 @@ def test_gaussian_fit_kl_is_consistent():
     exact = float(info.kl_gaussians(*map(jnp.asarray, (m1, c1, m2, c2))))
     np.testing.assert_allclose(est, exact, rtol=0.03)
     assert abs(float(info.gaussian_fit_kl(jnp.asarray(x), jnp.asarray(x)))) < 1e-10
+    # 0/1 weights fit the selected rows only: same as slicing
+    sel = rng.random(2000) < 0.4
+    xs, ys = x[:2000], y[:2000]
+    np.testing.assert_allclose(
+        info.gaussian_fit_kl(jnp.asarray(xs), jnp.asarray(ys), wx=jnp.asarray(sel), wy=jnp.asarray(~sel)),
+        info.gaussian_fit_kl(jnp.asarray(xs[sel]), jnp.asarray(ys[~sel])), rtol=1e-10)
+
+
+def test_lapack_free_cholesky_and_kl_match_lapack():
+    rng = np.random.default_rng(6)
+    c = np.stack([_random_spd(rng, 7) for _ in range(3)])
+    np.testing.assert_allclose(info.cholesky_loop(jnp.asarray(c)), np.linalg.cholesky(c), rtol=1e-10, atol=1e-12)
+    m1, m2 = rng.normal(size=(3, 7)), rng.normal(size=(3, 7))
+    c2 = np.stack([_random_spd(rng, 7, 2.0) for _ in range(3)])
+    batched = info.kl_gaussians_loop(*map(jnp.asarray, (m1, c, m2, c2)))
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], info.kl_gaussians(*map(jnp.asarray, (m1[i], c[i], m2[i], c2[i]))), rtol=1e-10)
