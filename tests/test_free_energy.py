@@ -144,6 +144,7 @@ def test_ti_quadrature_with_exact_integrand():
         assert abs(float(sum(vi * e_nl(b) for b, vi in zip(betas, v))) - f_exact) < 1e-3
 
 
+@pytest.mark.slow
 def test_llc_of_minibatch_sgld_and_weights_mask():
     """Masking with weights equals using the first n rows; minibatch SGLD stays close."""
     with jax.enable_x64(True):

@@ -45,7 +45,7 @@ def test_validation_params_are_checked():
         freeenergy.run_one(s, tr, jax.random.key(0))
 
 
-@pytest.mark.parametrize("width,depth", [(3, 1), (6, 2), (4, 3)])
+@pytest.mark.parametrize("width,depth", [(3, 1), (4, 3)])
 def test_teacher_embedding_is_exact(width, depth):
     """The bound's construction: the student with the embedded teacher computes f* exactly."""
     s, _ = _static_traced(freeenergy, width=width, depth=depth)
