@@ -29,7 +29,7 @@ point, which tests the bound where it is derived); then, with step sizes
 
 Teacher-based bound we plot: ``lambda <= (H* (d + 1) + 1) / 2`` (= 5 for d = 2, H* = 3) for any
 student whose first hidden layer has >= H* units. Derivation (ours, in the spirit of the paper's
-proof; see docs/free_energy.md): copy the teacher's units into the first layer, make every other
+proof; see README "Experiment 5"): copy the teacher's units into the first layer, make every other
 unit dead (negative bias: an open set, so those parameters are free), and carry
 ``f*(x) + c > 0`` (bounded inputs) through each extra layer on one unit, where ReLU acts as the
 identity; the set of true parameters then has codimension H* (d + 1) + 1 (each teacher unit's

@@ -8,7 +8,7 @@ with the layer index, the W1 bound is minimal at a "generalization funnel" layer
 expressions for binary Gaussian classification with linear networks.
 
 We could not check the paper's theorems and constants; the bound forms below are OUR
-RECONSTRUCTION, derived in full in ``docs/info_bounds.md``. Summary:
+RECONSTRUCTION, derived in full in README "Experiment 4". Summary:
 
 Data and network. ``Y = +-1``, ``X | Y ~ N(Y mu, sigma^2 I_d)``, ``mu = |mu| e_1``. Layers
 ``l = 1..L-1`` are fixed random linear maps (``A_l`` with N(0, 1/fan_in) entries, drawn from the
