@@ -19,13 +19,15 @@ $(STAMP): pyproject.toml
 
 # jaxlib 0.10.2 on CPU can stall when independent batched LAPACK calls share the 2-thread
 # intra-op pool (README, "Known issues"); single-threaded Eigen avoids it in the test suite.
-TEST_ENV := XLA_FLAGS="$$XLA_FLAGS --xla_cpu_multi_thread_eigen=false"
+# Tests are mostly XLA compilation (single-threaded): one pytest-xdist worker per core.
+TEST_ENV  := XLA_FLAGS="$$XLA_FLAGS --xla_cpu_multi_thread_eigen=false"
+TEST_JOBS ?= 2
 
 test: $(STAMP)
-	$(TEST_ENV) $(BIN)/python -m pytest -q
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_JOBS) --durations=15
 
 test-slow: $(STAMP)
-	$(TEST_ENV) $(BIN)/python -m pytest -q -m slow
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n $(TEST_JOBS) -m slow
 
 sweep: $(STAMP)
 	@set -e; for f in $(SWEEPS); do $(BIN)/jaxbench sweep $$f --scale $(SCALE); done

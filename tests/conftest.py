@@ -5,6 +5,15 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# One XLA compilation cache per test session, shared by pytest-xdist workers and the CLI
+# subprocesses the tests start (environment variables): many tests compile the same tiny
+# programs, and on CPU compiling dominates the suite's time. A fresh folder each session, so
+# no test depends on a previous run.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxbench-xla-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -32,3 +41,33 @@ n_log = 4
 width = [4, 8]
 eta = [0.0, 0.2]
 """
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """``smoke_run(name)``: the output folder of ``sweeps/<name>.toml`` run at the smoke preset
+    through the CLI, computed once per test session (shared across pytest-xdist workers through a
+    lock file) so that the experiment tests and the every-sweep smoke test reuse one run."""
+    import fcntl
+
+    import jax
+
+    from jaxbench import cli
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by all workers of this session
+
+    def get(name: str) -> Path:
+        out = base / f"smoke-{name}"
+        with open(base / f"smoke-{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / ".done").exists():
+                args = ["sweep", str(ROOT / "sweeps" / f"{name}.toml"), "--scale", "smoke", "--out", str(out),
+                        "--no-progress", "--fresh"]
+                with jax.enable_x64(False):  # as from the shell, whatever the calling test enabled
+                    assert cli.main(args) == 0, f"smoke preset of {name} failed"
+                (out / ".done").touch()
+        return out
+
+    return get

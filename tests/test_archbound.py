@@ -103,9 +103,8 @@ def test_bad_parameters_get_clear_errors():
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    with jax.enable_x64(True):
-        out = sweep.run(SWEEP, scale="smoke", out=tmp_path_factory.mktemp("ab") / "smoke", progress=False)
+def smoke(smoke_run):
+    out = smoke_run("arch_bounds")  # the experiment sets X64: float64 throughout
     return out, store.load(out)
 
 

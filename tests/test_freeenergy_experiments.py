@@ -68,10 +68,9 @@ def test_teacher_bound_and_teacher_units_are_active():
     ("lambda_validation", ["lambda_validation"]),
     ("free_energy", ["lambda_vs_params", "free_energy_vs_logn", "gen_error_vs_lambda"]),
 ])
-def test_smoke_preset_end_to_end(root, tmp_path, sweep, figures):
+def test_smoke_preset_end_to_end(smoke_run, sweep, figures):
     from jaxbench import store
-    from jaxbench import sweep as sweeplib
-    out = sweeplib.run(root / "sweeps" / f"{sweep}.toml", scale="smoke", out=tmp_path, progress=False)
+    out = smoke_run(sweep)
     for f in figures:
         assert (out / f"{f}.png").exists() and (out / f"{f}.pdf").exists()
     t = store.load(out).table

@@ -148,10 +148,8 @@ def test_bad_input_is_one_clear_line(tmp_path, line, why):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("info_bounds_smoke")
-    sweep.run(SWEEP, scale="smoke", out=out, progress=False)
-    return out
+def smoke(smoke_run):
+    return smoke_run("info_bounds")
 
 
 def test_smoke_preset_end_to_end(smoke):

@@ -363,11 +363,11 @@ def test_bad_input_gets_a_clear_error():
 # ----------------------------------------------------------------------------- experiment
 
 
-def test_ntk_convergence_smoke_preset_end_to_end(root, tmp_path):
-    from jaxbench import store, sweep
+def test_ntk_convergence_smoke_preset_end_to_end(smoke_run):
+    from jaxbench import store
     from jaxbench.experiments import ntk_convergence
 
-    out = sweep.run(root / "sweeps" / "ntk_convergence.toml", scale="smoke", out=tmp_path, progress=False)
+    out = smoke_run("ntk_convergence")
     res = store.load(out)
     for metric in ntk_convergence.METRICS:
         vals = np.asarray(res.table[metric], float)

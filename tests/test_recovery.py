@@ -153,10 +153,10 @@ def test_bad_variants_are_reported():
     assert np.isnan(out["test_mse"]).all() and out["diverged"].all()
 
 
-def test_smoke_preset_end_to_end(tmp_path):
-    from jaxbench import store, sweep
+def test_smoke_preset_end_to_end(smoke_run):
+    from jaxbench import store
 
-    out = sweep.run(SWEEP, scale="smoke", out=tmp_path, progress=False)
+    out = smoke_run("local_recovery")
     res = store.load(out)
     assert len(res.table["variant"]) == res.meta["n_variants"] and not res.table["diverged"].any()
     for name in FIGURES:

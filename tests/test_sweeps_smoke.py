@@ -10,9 +10,9 @@ SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
-def test_smoke_preset_end_to_end(path, tmp_path, capsys):
-    out = tmp_path / path.stem
-    assert cli.main(["sweep", str(path), "--scale", "smoke", "--out", str(out), "--no-progress"]) == 0
+def test_smoke_preset_end_to_end(path, smoke_run, capsys):
+    out = smoke_run(path.stem)  # `jaxbench sweep <path> --scale smoke` (conftest)
+    capsys.readouterr()
     res = store.load(out)
     assert res.meta["scale"] == "smoke" and len(res.table["variant"]) == res.meta["n_variants"]
     pngs = sorted(out.glob("*.png"))
