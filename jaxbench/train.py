@@ -79,7 +79,9 @@ class TrainResult(NamedTuple):
 
 def log_grid(steps: int, n: int) -> np.ndarray:
     """Increasing unique step counts in [0, steps], log-spaced, always containing 0 and steps."""
-    g = np.unique(np.round(np.geomspace(1, steps, max(n - 1, 1))).astype(int))
+    if n <= 2 or steps <= 1:
+        return np.array([0, steps]) if steps > 0 else np.array([0])
+    g = np.unique(np.round(np.geomspace(1, steps, n - 1)).astype(int))
     return np.concatenate([[0], g])
 
 

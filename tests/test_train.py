@@ -16,6 +16,9 @@ def test_log_grid():
     g = train.log_grid(1000, 12)
     assert g[0] == 0 and g[-1] == 1000 and np.all(np.diff(g) > 0)
     assert list(train.log_grid(3, 20)) == [0, 1, 2, 3]
+    # two points are the start and the end, never [0, 1]
+    assert list(train.log_grid(200, 2)) == [0, 200] and list(train.log_grid(200, 1)) == [0, 200]
+    assert list(train.log_grid(1, 8)) == [0, 1]
 
 
 def test_gd_matches_a_plain_python_optax_loop():
