@@ -37,8 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="memory per chunk per device, GiB (default: half the accelerator's memory, "
                         "a quarter of RAM on CPU); chunk sizes come from XLA's memory analysis")
     s.add_argument("--max-chunk", type=int, default=None, help="most variants in one chunk (default 1024)")
-    s.add_argument("--inner-batch", type=int, default=None,
-                   help="single device: lax.map over sub-batches of N vmapped variants per chunk")
+    s.add_argument("--inner-batch", default="auto", metavar="auto|0|N",
+                   help="chunk layout on one device: lax.map over sub-batches of N vmapped variants, "
+                        "0 = one vmap over the chunk, auto (default) = chosen per bucket")
     s.add_argument("--distributed", action="store_true",
                    help="multi-process run via jax.distributed (auto-detected on Cloud TPU)")
     s.add_argument("--coordinator", default=None, help="host:port of process 0 (or JAXBENCH_COORDINATOR)")
@@ -73,17 +74,21 @@ def _sweep(args) -> int:
             distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         except ValueError as e:
             raise sweep.SweepError(str(e)) from None
-    for flag in ("max_chunk", "inner_batch"):
-        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            raise sweep.SweepError(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
+    if args.max_chunk is not None and args.max_chunk <= 0:
+        raise sweep.SweepError(f"--max-chunk must be > 0, got {args.max_chunk}")
+    inner = args.inner_batch
+    if inner != "auto":
+        if not inner.isdigit():
+            raise sweep.SweepError(f"--inner-batch must be auto, 0 or a positive integer, got {inner!r}")
+        inner = int(inner)
     chunk = {"max_chunk": args.max_chunk} if args.max_chunk else {}
     if args.dry_run:
-        print(sweep.dry_run(args.sweep_file, args.scale, budget_bytes=budget, **chunk))
+        print(sweep.dry_run(args.sweep_file, args.scale, budget_bytes=budget, inner_batch=inner, **chunk))
         print(f"  results -> {args.out or sweep.default_out(sw)}")
         return 0
     out = sweep.run(args.sweep_file, args.scale, out=args.out, fresh=args.fresh,
                     progress=not args.no_progress, budget_bytes=budget, plot=not args.no_plot,
-                    inner_batch=args.inner_batch, **chunk)
+                    inner_batch=inner, **chunk)
     print(f"results in {out}")
     return 0
 

@@ -1,11 +1,13 @@
-"""Sweeps: variants -> shape buckets -> chunks -> one jitted vmap call per chunk -> results.
+"""Sweeps: variants -> shape buckets -> chunks -> one compiled call per chunk -> results.
 
-The sweep file and its validation live in `jaxbench.sweepfile` (`load`). Variants are grouped into buckets of equal *static* parameters (anything that fixes a shape);
-each bucket is compiled once, and run chunk by chunk (chunks padded to one size so they share
-the compilation), the variant axis sharded over the local devices. A bucket's chunk size comes
-from XLA's memory analysis of the compiled program and a per-device byte budget. Every finished
-chunk is written atomically, and a re-run skips the chunks already on disk; with several
-processes (`jaxbench.distributed`) chunks are dealt round-robin and process 0 merges.
+The sweep file and its validation live in `jaxbench.sweepfile` (`load`). Variants are grouped
+into buckets of equal *static* parameters (anything that fixes a shape); each bucket is compiled
+once, and run chunk by chunk (chunks padded to one size so they share the compilation), the
+variant axis sharded over the local devices; inside a chunk the variants run as one vmap or, on
+one CPU device, as lax.map over sub-batches (`_Program`). A bucket's chunk size comes from XLA's
+memory analysis of the compiled program and a per-device byte budget. Every finished chunk is
+written atomically, and a re-run skips the chunks already on disk; with several processes
+(`jaxbench.distributed`) chunks are dealt round-robin and process 0 merges.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ from jaxbench import store
 from jaxbench.sweepfile import SCALES, Sweep, SweepError, load  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_CHUNK = 1024
+
+# Chunk layout on one CPU device (benchmarks/RESULTS.md, "Sweep engine throughput"): XLA's CPU
+# batched matmuls and wide elementwise ops lose to a loop over variants inside the compiled
+# program when each variant's ops are small, and a plain vmap of hundreds of variants leaves the
+# caches. Measured rule, keyed on XLA's FLOP count of one variant's program (loop bodies once):
+CPU_SEQUENTIAL_BELOW_FLOPS = 2e7  # below: lax.map over single variants (width <= 64 in the benchmark)
+CPU_INNER_BATCH = 8               # above: lax.map over vmapped sub-batches of 8 variants
 
 
 # ----------------------------------------------------------------------------- planning
@@ -88,15 +97,27 @@ def compiled_bytes(compiled) -> int:
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
-class _Program:
-    """The jitted ``vmap(run_one)`` of one bucket, compiled per chunk size on demand."""
+def cpu_inner_batch(variant_flops: float) -> int:
+    """The measured CPU layout rule: sub-batch size for ``lax.map`` given one variant's FLOPs."""
+    return 1 if variant_flops < CPU_SEQUENTIAL_BELOW_FLOPS else CPU_INNER_BATCH
 
-    def __init__(self, sweep: Sweep, bucket: Bucket, sharding, inner_batch: int | None = None):
+
+class _Program:
+    """One bucket's jitted program over a chunk of variants, compiled per chunk size on demand.
+
+    Layout (``inner_batch``): 0 is one ``vmap`` over the whole chunk; k > 0 is ``lax.map`` over
+    sub-batches of k vmapped variants (one device only; chunk sizes are then multiples of k);
+    "auto" picks per bucket: ``cpu_inner_batch`` on one CPU device, vmap on accelerators and
+    when the variant axis is sharded over several devices. Every layout gives the same results.
+    """
+
+    def __init__(self, sweep: Sweep, bucket: Bucket, sharding, inner_batch: int | str = "auto"):
         self.sweep, self.bucket, self.sharding = sweep, bucket, sharding
         self.module = sweep.module
         self.traces = 0
         self._compiled: dict[int, object] = {}
         self.compile_s = 0.0
+        self.variant_flops = None
         static = _make_static(self.module, bucket.static)
 
         def one(traced):
@@ -108,12 +129,34 @@ class _Program:
                 out["diverged"] = jnp.any(jnp.stack(flags)) if flags else jnp.zeros((), bool)
             return out
 
-        if inner_batch and jax.local_device_count() == 1:
-            # lax.map over sub-batches of `inner_batch` variants: on CPU a loop of smaller batched
-            # matmuls can beat one wide batched matmul (see benchmarks/RESULTS.md)
-            self.fn = jax.jit(lambda xs: jax.lax.map(one, xs, batch_size=inner_batch))
-        else:
-            self.fn = jax.jit(jax.vmap(one))
+        self._one = one
+        if jax.local_device_count() > 1:
+            inner_batch = 0
+        elif inner_batch == "auto":
+            inner_batch = 0
+            if jax.default_backend() == "cpu":
+                self.variant_flops = self._flops_of_one()
+                inner_batch = cpu_inner_batch(self.variant_flops)
+        self.inner_batch = int(inner_batch)
+
+    def _flops_of_one(self) -> float:
+        """XLA's cost analysis of one variant's program (lowered, not compiled; loop bodies once)."""
+        shapes = {k: jax.ShapeDtypeStruct((), self._dtype(k)) for k in _traced_keys(self.module)}
+        before = self.traces
+        cost = jax.jit(self._one).lower(shapes).cost_analysis() or {}
+        self.traces = before  # a probe, not a compilation of the bucket
+        return float(cost.get("flops", 0.0))
+
+    def round_size(self, size: int) -> int:
+        """Chunk sizes are multiples of the sub-batch (no remainder: one trace per bucket)."""
+        k = self.inner_batch
+        return size if k <= 1 or size <= k else math.ceil(size / k) * k
+
+    def _fn(self, size: int):
+        k = self.inner_batch
+        if k == 0 or k >= size:
+            return jax.jit(jax.vmap(self._one))
+        return jax.jit(lambda xs: jax.lax.map(self._one, xs, batch_size=k))
 
     def _dtype(self, key):
         p = self.module.PARAMS.get(key)
@@ -128,7 +171,7 @@ class _Program:
             shapes = {k: jax.ShapeDtypeStruct((size,), self._dtype(k), sharding=self.sharding)
                       for k in _traced_keys(self.module)}
             t0 = time.perf_counter()
-            self._compiled[size] = self.fn.lower(shapes).compile()
+            self._compiled[size] = self._fn(size).lower(shapes).compile()
             self.compile_s += time.perf_counter() - t0
         return self._compiled[size]
 
@@ -140,12 +183,14 @@ class _Program:
     def choose_size(self, budget: int, max_chunk: int, n_devices: int) -> tuple[int, int]:
         """Chunk size from the compiled program's memory analysis: returns (size, bytes/chunk)."""
         n = len(self.bucket.variant_ids)
-        size = balanced_size(n, max_chunk, n_devices)
+        size = self.round_size(balanced_size(n, max_chunk, n_devices))
         mem = compiled_bytes(self.compiled(size))
         if mem > budget and size > n_devices:
             per_variant = mem / size  # memory is affine in the variant axis; the slope bounds it
             cap = max(n_devices, int(budget // per_variant) // n_devices * n_devices)
             size = balanced_size(n, cap, n_devices)
+            if self.round_size(size) <= cap:
+                size = self.round_size(size)
             mem = compiled_bytes(self.compiled(size))
         return size, mem
 
@@ -166,9 +211,9 @@ class Layout:
     names: tuple
 
 
-def _layout_key(sweep, bucket, budget, max_chunk, n_devices) -> str:
+def _layout_key(sweep, bucket, budget, max_chunk, n_devices, inner_batch) -> str:
     blob = json.dumps([sweep.experiment, bucket.static, len(bucket.variant_ids), budget, max_chunk,
-                       n_devices, jax.default_backend(), jax.__version__], sort_keys=True, default=str)
+                       n_devices, inner_batch, jax.default_backend(), jax.__version__], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -178,7 +223,7 @@ def layouts(sweep: Sweep, buckets, programs, budget: int, max_chunk: int, cache:
     n_dev = jax.local_device_count()
     out = []
     for b, (bk, prog) in enumerate(zip(buckets, programs)):
-        key = _layout_key(sweep, bk, budget, max_chunk, n_dev)
+        key = _layout_key(sweep, bk, budget, max_chunk, n_dev, prog.inner_batch)
         if key not in cache:
             cache[key] = prog.choose_size(budget, max_chunk, n_dev)
         size, mem = cache[key]
@@ -188,7 +233,11 @@ def layouts(sweep: Sweep, buckets, programs, budget: int, max_chunk: int, cache:
     return out
 
 
-def describe(sweep: Sweep, buckets, lays, budget: int) -> str:
+def layout_name(k: int) -> str:
+    return "vmap" if k == 0 else "lax.map over single variants" if k == 1 else f"lax.map over vmapped batches of {k}"
+
+
+def describe(sweep: Sweep, buckets, lays, budget: int, programs=None) -> str:
     """Human-readable plan (what ``--dry-run`` prints)."""
     lines = [
         f"sweep {sweep.name} (experiment {sweep.experiment}, scale {sweep.scale}): "
@@ -197,8 +246,9 @@ def describe(sweep: Sweep, buckets, lays, budget: int) -> str:
         f"memory budget {budget / 2**30:.2f} GiB per chunk per device"]
     for i, (b, l) in enumerate(zip(buckets, lays)):
         st = " ".join(f"{k}={v}" for k, v in b.static.items())
+        how = f", {layout_name(programs[i].inner_batch)}" if programs else ""
         lines.append(f"  bucket {i}: {st} | {len(b.variant_ids)} variants in {len(l.chunks)} chunk(s) of "
-                     f"{l.chunk_size}, compiled memory {l.bytes_per_chunk / 2**20:.1f} MiB/chunk")
+                     f"{l.chunk_size}{how}, compiled memory {l.bytes_per_chunk / 2**20:.1f} MiB/chunk")
     return "\n".join(lines)
 
 
@@ -230,7 +280,7 @@ def _context(sweep: Sweep):
     return jax.enable_x64(True) if x64 else contextlib.nullcontext()
 
 
-def _setup(sweep: Sweep, budget_bytes, max_chunk, out: Path | None, inner_batch=None):
+def _setup(sweep: Sweep, budget_bytes, max_chunk, out: Path | None, inner_batch="auto"):
     mesh = Mesh(np.array(jax.local_devices()), ("v",))
     sharding = NamedSharding(mesh, PartitionSpec("v"))
     buckets = plan(sweep)
@@ -247,24 +297,25 @@ def _setup(sweep: Sweep, budget_bytes, max_chunk, out: Path | None, inner_batch=
 
 
 def dry_run(path, scale: str = "default", budget_bytes: int | None = None,
-            max_chunk: int = DEFAULT_MAX_CHUNK) -> str:
+            max_chunk: int = DEFAULT_MAX_CHUNK, inner_batch: int | str = "auto") -> str:
     """The plan, with chunk sizes from compiling each bucket once; writes nothing."""
     sweep = load(path, scale)
     with _context(sweep):
-        buckets, _, lays, budget = _setup(sweep, budget_bytes, max_chunk, None)
-    return describe(sweep, buckets, lays, budget)
+        buckets, programs, lays, budget = _setup(sweep, budget_bytes, max_chunk, None, inner_batch)
+    return describe(sweep, buckets, lays, budget, programs)
 
 
 def run(path, scale: str = "default", out=None, fresh: bool = False, progress: bool = True,
         budget_bytes: int | None = None, plot: bool = True, max_chunk: int = DEFAULT_MAX_CHUNK,
-        inner_batch: int | None = None) -> Path:
+        inner_batch: int | str = "auto") -> Path:
     """Runs (or resumes) a sweep and returns its results directory.
 
     Finished chunks in ``out/.chunks`` are reused unless ``fresh``. With several processes
     (``jax.distributed`` initialised), chunk i runs on process ``i % process_count``; process 0
     gathers every chunk and writes ``table.csv``, ``arrays.npz``, ``meta.json`` and the figures.
-    ``inner_batch``: on a single device, run each chunk as ``lax.map`` over sub-batches of this
-    many vmapped variants instead of one vmap over the whole chunk (same results).
+    ``inner_batch``: the chunk layout on a single device: "auto" (per bucket, see ``_Program``),
+    0 for one vmap over the whole chunk, k > 0 for ``lax.map`` over sub-batches of k vmapped
+    variants. Layouts change speed and memory only, never results.
     """
     from tqdm import tqdm
 
@@ -303,7 +354,8 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
     if jax.process_index() == 0:
         bucket_meta = [{"static": bk.static, "n_variants": len(bk.variant_ids), "chunk_size": l.chunk_size,
                         "n_chunks": len(l.chunks), "compiled_bytes_per_chunk": l.bytes_per_chunk,
-                        "traces": p.traces, "compile_s": p.compile_s}
+                        "traces": p.traces, "compile_s": p.compile_s, "inner_batch": p.inner_batch,
+                        "variant_flops": p.variant_flops}
                        for bk, l, p in zip(buckets, lays, programs)]
         _merge(sweep, lays, out, bucket_meta, budget, started)
         if plot:

@@ -3,6 +3,7 @@
 import functools
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -40,7 +41,8 @@ depth = [2, 3]
 
 def test_vmapped_chunk_equals_each_variant_alone(tmp_path):
     f = write_sweep(tmp_path / "s.toml", TINY.replace("eta = [0.0, 0.2]", "eta = [0.0, 0.2]\nlr = [0.5, 2.0]"))
-    out = sweep.run(f, out=tmp_path / "out", progress=False, plot=False)
+    out = sweep.run(f, out=tmp_path / "out", progress=False, plot=False, inner_batch=0)  # one vmap per chunk
+    assert [b["inner_batch"] for b in store.load(out).meta["buckets"]] == [0, 0]
     t = _table(out)
     sw = sweep.load(f)
     mod = experiments.get("example")
@@ -138,11 +140,37 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_inner_batch_layout_gives_the_same_table(tmp_path):
-    f = write_sweep(tmp_path / "s.toml", TINY)
-    a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False)
-    b = sweep.run(f, out=tmp_path / "map", progress=False, plot=False, inner_batch=3)
-    ta, tb = _table(a), _table(b)
-    np.testing.assert_array_equal(ta["variant"], tb["variant"])
-    for k in ("train_loss", "clean_test_err", "weight_move", "steps_to_fit"):
-        np.testing.assert_allclose(ta[k], tb[k], rtol=2e-4, atol=1e-5, err_msg=k)
+def test_every_layout_gives_the_same_table(tmp_path):
+    f = write_sweep(tmp_path / "s.toml", TINY.replace("seeds = 2", "seeds = 5").replace("width = [4, 8]", "width = [8]"))
+    a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False, inner_batch=0)
+    ta = _table(a)
+    for inner in (3, "auto"):
+        b = sweep.run(f, out=tmp_path / f"map{inner}", progress=False, plot=False, inner_batch=inner)
+        tb, meta = _table(b), store.load(b).meta
+        np.testing.assert_array_equal(ta["variant"], tb["variant"])
+        for k in ("train_loss", "clean_test_err", "weight_move", "steps_to_fit"):
+            np.testing.assert_allclose(ta[k], tb[k], rtol=2e-4, atol=1e-5, err_msg=f"{k}, inner_batch={inner}")
+        for bk in meta["buckets"]:
+            assert bk["traces"] == 1  # chunk sizes are multiples of the sub-batch: no remainder trace
+            assert bk["chunk_size"] % max(bk["inner_batch"], 1) == 0
+        # auto on one CPU device: these tiny variants run one at a time inside the compiled program
+        assert [bk["inner_batch"] for bk in meta["buckets"]] == ([3] if inner == 3 else [1])
+    assert [bk["chunk_size"] for bk in store.load(tmp_path / "map3").meta["buckets"]] == [12]  # 10 variants
+
+
+def test_auto_layout_rule_follows_the_flop_count():
+    """The per-bucket CPU rule: small variants one at a time, larger ones in vmapped batches."""
+    assert sweep.cpu_inner_batch(sweep.CPU_SEQUENTIAL_BELOW_FLOPS / 2) == 1
+    assert sweep.cpu_inner_batch(sweep.CPU_SEQUENTIAL_BELOW_FLOPS * 2) == sweep.CPU_INNER_BATCH
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("v",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("v"))
+    flops = {}
+    for width in (16, 256):
+        sw = types.SimpleNamespace(module=experiments.get("example"))  # all a _Program reads here
+        bucket = sweep.Bucket(dict(width=width, depth=3, n=128, n_test=128, d=16, steps=200, n_log=2), (0,))
+        prog = sweep._Program(sw, bucket, sharding)
+        flops[width] = prog.variant_flops
+        assert prog.traces == 0  # the cost probe is not counted as a compilation
+        assert prog.inner_batch == (1 if width == 16 else sweep.CPU_INNER_BATCH)
+    # about 6 n (d w + w^2 + w) flops per GD step, counted once per loop body
+    assert 0.5 < flops[256] / (6 * 128 * (16 * 256 + 256**2 + 256)) < 4
