@@ -5,20 +5,26 @@ hidden width m) on its own separated-sphere data set (n = 128, d = 16, label noi
 full-batch gradient descent on the logistic loss for S steps with a per-variant learning rate,
 then final training loss and test error. Methods:
 
-  (a) engine   : `jaxbench.sweep.run` on the `example` experiment (one jitted vmap per bucket;
-                 end to end incl. writing files);
-                 engine_map1 / engine_map16: the same with --inner-batch 1 / 16 (lax.map over
-                 sub-batches inside the one compiled call)
-  (b) naive    : jit one training step, Python loops over variants and steps
-  (c) scan     : one jitted lax.scan training run per variant (compiled once per width)
-  (d) torch    : PyTorch model ensembling (torch.func.stack_module_state + functional_call +
-                 vmap), torch==2.13.0 CPU in a separate venv made by this script
+  (a) engine       : `jaxbench.sweep.run` on the `example` experiment, default layout ("auto":
+                     chosen per bucket); end to end incl. planning, compiling, writing files
+      engine_vmap  : the same with --inner-batch 0 (one vmap over each chunk)
+      engine_map1  : --inner-batch 1 (lax.map over single variants inside one compiled call)
+      engine_map8  : --inner-batch 8 (lax.map over vmapped batches of 8)
+  (b) naive        : jit one training step (and the data generator), Python loops over variants
+                     and steps
+  (c) scan         : one jitted whole-run function (`run_one`: lax.scan) per variant, compiled
+                     once per width
+  (d) torch        : PyTorch model ensembling (torch.func.stack_module_state + functional_call +
+                     vmap), torch==2.13.0 CPU in a separate venv made by this script; its data
+                     is generated beforehand by JAX and not timed (favours torch)
 
-Times are end to end, compilation included. Achieved FLOP/s counts 6 * n * (weights) FLOPs per
-training step and compares with a dense float32 matmul measured in the same run.
+Times are end to end, compilation included. Achieved FLOP/s counts 6 n (weights) FLOPs per
+training step (metrics and data generation not counted) and compares with a dense 1024^2
+float32 matmul measured in the same run; "exec" uses the engine's time inside its compiled
+calls (meta.json chunk seconds), end-to-end uses the whole wall time.
 
-    python benchmarks/sweep_throughput.py            # full table (~15 min on 2 CPU cores)
-    python benchmarks/sweep_throughput.py --quick    # a few points
+    python benchmarks/sweep_throughput.py            # full table, writes RESULTS.md (~25 min, 2 cores)
+    python benchmarks/sweep_throughput.py --quick    # a few points, writes nothing
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,7 +66,7 @@ n_log = 2
 eta = {eta}
 [grid]
 width = {widths}
-lr = [0.5, 1.0]
+lr = {lrs}
 """
 
 
@@ -78,21 +86,31 @@ def matmul_flops_per_s(size=1024, reps=20) -> float:
     return 2 * size**3 * reps / (time.perf_counter() - t)
 
 
+def _lrs(per_width):
+    return (0.5, 1.0) if per_width >= 2 else (1.0,)
+
+
 def variants(widths, per_width):
     """(width, seed, lr) triples: per_width variants per width, as the engine expands them."""
     seeds = max(1, per_width // 2)
-    return [(w, s, lr) for w in widths for lr in (0.5, 1.0) for s in range(seeds)]
+    return [(w, s, lr) for w in widths for lr in _lrs(per_width) for s in range(seeds)]
 
 
-def run_engine(widths, per_width, steps, inner_batch=None):
+LAST_ENGINE = {}  # execution seconds and chosen layouts of the last engine run
+
+
+def run_engine(widths, per_width, steps, inner_batch="auto"):
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "bench.toml"
         f.write_text(SWEEP.format(seeds=max(1, per_width // 2), n=N, n_test=N_TEST, d=D, steps=steps,
-                                  eta=ETA, widths=list(widths)))
+                                  eta=ETA, widths=list(widths), lrs=list(_lrs(per_width))))
         t = time.perf_counter()
         out = sweep.run(f, out=Path(tmp) / "out", progress=False, plot=False, inner_batch=inner_batch)
         dt = time.perf_counter() - t
         table = np.genfromtxt(out / "table.csv", delimiter=",", names=True)
+        meta = json.loads((out / "meta.json").read_text())
+    LAST_ENGINE.update(exec_s=meta["chunk_seconds_total"], layouts=[b["inner_batch"] for b in meta["buckets"]],
+                       compile_s=sum(b["compile_s"] for b in meta["buckets"]))
     return dt, float(np.mean(table["train_loss"]))
 
 
@@ -116,10 +134,14 @@ def run_scan(widths, per_width, steps):
     return time.perf_counter() - t, float(np.mean(losses))
 
 
+_sphere = jax.jit(data.separated_sphere, static_argnums=(1, 2))
+
+
 def _task(seed):
+    """The engine's data for `seed` (same key splits as the example experiment), generated jitted."""
     k_train, k_test, k_init, _ = jax.random.split(jax.random.PRNGKey(seed), 4)
-    tr = data.separated_sphere(k_train, N, D, ETA, 0.1)
-    te = data.separated_sphere(k_test, N_TEST, D, ETA, 0.1)
+    tr = _sphere(k_train, N, D, ETA, 0.1)
+    te = _sphere(k_test, N_TEST, D, 0.0, 0.1)
     return tr, te, k_init
 
 
@@ -169,6 +191,7 @@ for w in cfg["widths"]:
             return x[..., 0]
     models = [MLP() for _ in range(V)]
     params, buffers = stack_module_state(models)
+    params = {k: v.detach() for k, v in params.items()}  # plain tensors: no autograd graph across steps
     base = MLP().to("meta")
     def loss(p, b, x, y):
         return torch.nn.functional.softplus(-y * functional_call(base, (p, b), (x,))).mean()
@@ -176,7 +199,8 @@ for w in cfg["widths"]:
     for _ in range(cfg["steps"]):
         g = grad(params, buffers, X, Y)
         params = {k: params[k] - LR.view(-1, *[1] * (params[k].dim() - 1)) * g[k] for k in params}
-    out[w] = float(torch.func.vmap(loss)(params, buffers, X, Y).mean())
+    with torch.no_grad():
+        out[w] = float(torch.func.vmap(loss)(params, buffers, X, Y).mean())
 print(json.dumps({"seconds": time.perf_counter() - t, "loss": float(np.mean(list(out.values())))}))
 """
 
@@ -214,37 +238,117 @@ def run_torch(py, widths, per_width, steps):
     return wall, res["loss"]  # wall includes interpreter + torch import, as a user would see
 
 
+ENGINES = {"engine": "auto", "engine_vmap": 0, "engine_map1": 1, "engine_map8": 8}
+LABELS = {"engine": "engine (auto)", "engine_vmap": "vmap", "engine_map1": "map 1", "engine_map8": "map 8",
+          "naive": "(b) naive", "scan": "(c) scan", "torch": "(d) torch"}
+
+
+def measure(name, widths, per_width, steps, methods, peak):
+    total_flops = sum(flops(w, steps) * len(variants([w], per_width)) for w in widths)
+    row = {"case": name, "widths": list(widths), "variants": len(variants(widths, per_width)), "steps": steps}
+    for m, fn in methods.items():
+        dt, loss = fn(widths, per_width, steps)
+        row[m], row[f"{m}_loss"] = dt, loss
+        if m in ENGINES:
+            row[f"{m}_exec"] = LAST_ENGINE["exec_s"]
+            row[f"{m}_layouts"] = LAST_ENGINE["layouts"]
+    row["flops"] = total_flops
+    row["engine_frac_matmul"] = total_flops / row["engine"] / peak
+    row["engine_exec_frac_matmul"] = total_flops / row["engine_exec"] / peak
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _layout(ks):
+    return "/".join(sorted({"vmap" if k == 0 else f"map{k}" for k in ks}))
+
+
+def report(res, minutes, load):
+    rows, peak = res["rows"], res["matmul_gflops"]
+    out = ["Targets (from the issue), measured in this run:", ""]
+    for t in (x for x in rows if x["case"].startswith("target")):
+        r = t["naive"] / t["engine"]
+        out.append(f"- 1000 variants over widths {{16, 32, 64, 128}}, {t['steps']} GD steps, end to end vs (b) the "
+                   f"jit-one-step loop (target >= 5x): {t['naive']:.1f} s / {t['engine']:.1f} s = **{r:.1f}x** "
+                   f"({'met' if r >= 5 else 'NOT met'})")
+    slower = [x for x in rows if x["engine"] > x["scan"]]
+    worst = max(rows, key=lambda x: x["engine"] / x["scan"])
+    out.append(f"- never slower than (c) one jitted lax.scan per variant, at any grid point: engine / scan at most "
+               f"**{worst['engine'] / worst['scan']:.2f}** ({worst['case']}); slower at "
+               f"{len(slower)} of {len(rows)} points ({'met' if not slower else 'NOT met: ' + ', '.join(x['case'] for x in slower)})")
+    big = [x for x in rows if min(x["widths"]) >= 256]
+    lo_e2e = min(x["engine_frac_matmul"] for x in big)
+    lo_exec = min(x["engine_exec_frac_matmul"] for x in big)
+    out.append(f"- widths >= 256, engine FLOP/s as a fraction of the dense matmul's ({peak:.0f} GFLOP/s) (target >= 50%): "
+               f"inside the compiled calls at least **{100 * lo_exec:.0f}%** ({'met' if lo_exec >= 0.5 else 'NOT met'}); "
+               f"end to end, compilation included, at least {100 * lo_e2e:.0f}%")
+    for t in (x for x in rows if "torch" in x):
+        out.append(f"- vs (d) PyTorch torch.func ensembling, {t['case']}: {t['torch']:.1f} s / {t['engine']:.1f} s = "
+                   f"**{t['torch'] / t['engine']:.2f}x**")
+    out += ["", f"Run of `benchmarks/sweep_throughput.py` ({res['date']}, {minutes:.0f} min, load average "
+            f"{load[0]:.1f} at the start and {load[1]:.1f} at the end; jax {jax.__version__} on "
+            f"{res['device']}). Seconds end to end (compilation included); the engine's layout per bucket "
+            "in brackets; FLOP/s columns are the engine's default (auto) layout. Mean final training "
+            "losses agree between the JAX methods to float32 precision (torch uses its own initial weights).", ""]
+    cols = [m for m in ("engine", "engine_vmap", "engine_map1", "engine_map8", "scan", "naive", "torch")
+            if any(m in x for x in rows)]
+    out.append("| case | widths | variants | steps | " + " | ".join(LABELS[c] for c in cols)
+               + " | scan / engine | GFLOP/s e2e (exec) | % matmul e2e (exec) |")
+    out.append("|" + "---|" * (len(cols) + 7))
+    for x in rows:
+        cells = []
+        for c in cols:
+            if c not in x:
+                cells.append("—")
+            elif c == "engine":
+                cells.append(f"**{x[c]:.2f}** [{_layout(x['engine_layouts'])}]")
+            else:
+                cells.append(f"{x[c]:.2f}")
+        g, ge = x["flops"] / x["engine"] / 1e9, x["flops"] / x["engine_exec"] / 1e9
+        out.append(f"| {x['case']} | {','.join(map(str, x['widths']))} | {x['variants']} | {x['steps']} | "
+                   + " | ".join(cells) + f" | {x['scan'] / x['engine']:.2f} | {g:.1f} ({ge:.1f}) | "
+                   f"{100 * x['engine_frac_matmul']:.0f} ({100 * x['engine_exec_frac_matmul']:.0f}) |")
+    out += ["", "Time inside the compiled calls only (s; compilation and file writing excluded), per engine layout:", "",
+            "| case | vmap | map 1 | map 8 | auto (chosen) |", "|---|---|---|---|---|"]
+    for x in (x for x in rows if "engine_vmap_exec" in x):
+        out.append(f"| {x['case']} | {x['engine_vmap_exec']:.2f} | {x['engine_map1_exec']:.2f} | "
+                   f"{x['engine_map8_exec']:.2f} | {x['engine_exec']:.2f} ({_layout(x['engine_layouts'])}) |")
+    return "\n".join(out)
+
+
+def write_section(text: str):
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    src = path.read_text()
+    block = f"<!-- section:sweep -->\n{text}\n<!-- /section:sweep -->"
+    if "<!-- /section:sweep -->" not in src:  # first run: replace up to the next section's heading
+        src = re.sub(r"<!-- section:sweep -->.*?(?=\n## )", lambda _: block + "\n", src, count=1, flags=re.S)
+    else:
+        src = re.sub(r"<!-- section:sweep -->.*?<!-- /section:sweep -->", lambda _: block, src, flags=re.S)
+    path.write_text(src)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="a few points; writes nothing")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "sweep_throughput.json"))
     args = ap.parse_args()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
     py = None if args.no_torch else ensure_torch()
     peak = matmul_flops_per_s()
     print(f"dense 1024^2 float32 matmul: {peak / 1e9:.1f} GFLOP/s  (devices: {jax.devices()})", flush=True)
+    engines = {m: functools.partial(run_engine, inner_batch=k) for m, k in ENGINES.items()}
+    methods = dict(engines, scan=run_scan)
     rows = []
-
-    def record(name, widths, per_width, steps, methods):
-        total_flops = sum(flops(w, steps) * len(variants([w], per_width)) for w in widths)
-        row = {"case": name, "widths": list(widths), "variants": len(variants(widths, per_width)), "steps": steps}
-        for m, fn in methods.items():
-            dt, loss = fn(widths, per_width, steps)
-            row[m] = dt
-            row[f"{m}_loss"] = loss
-        row["engine_gflops"] = total_flops / row["engine"] / 1e9
-        row["engine_frac_matmul"] = total_flops / row["engine"] / peak
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-    methods = {"engine": run_engine, "engine_map1": functools.partial(run_engine, inner_batch=1),
-               "engine_map16": functools.partial(run_engine, inner_batch=16), "scan": run_scan}
-    steps = 100 if args.quick else 200
     # Target case: 1000 variants over widths {16, 32, 64, 128}.
+    steps = 100 if args.quick else 200
     full = dict(methods, naive=run_naive)
     if py:
         full["torch"] = functools.partial(run_torch, py)
-    record("target", (16, 32, 64, 128), 250, steps, full)
+    rows.append(measure(f"target-{steps}", (16, 32, 64, 128), 250, steps, full, peak))
+    if not args.quick:  # the regime of real sweeps (thousands of steps): the default layout only
+        long = {m: full[m] for m in ("engine", "scan", "naive")}  # (d) at 200 steps already takes minutes
+        rows.append(measure("target-1000", (16, 32, 64, 128), 250, 1000, long, peak))
     grid = [(16, 1), (16, 64), (16, 4096), (64, 1), (64, 256), (256, 1), (256, 16), (256, 64),
             (1024, 1), (1024, 4)]
     if args.quick:
@@ -253,9 +357,14 @@ def main():
         ms = dict(methods)
         if py and v >= 16:
             ms["torch"] = functools.partial(run_torch, py)
-        record(f"w{w}-v{v}", (w,), v, 100, ms)
-    Path(args.json).write_text(json.dumps({"matmul_gflops": peak / 1e9, "rows": rows}, indent=1))
-    print("wrote", args.json)
+        rows.append(measure(f"w{w}-v{v}", (w,), v, 100, ms, peak))
+    res = {"matmul_gflops": peak / 1e9, "rows": rows, "date": time.strftime("%Y-%m-%d"),
+           "device": f"{jax.devices()[0].device_kind} x {os.cpu_count()} cores"}
+    text = report(res, (time.perf_counter() - t0) / 60, (load0, os.getloadavg()[0]))
+    print(text)
+    if not args.quick:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+        write_section(text)
 
 
 if __name__ == "__main__":
