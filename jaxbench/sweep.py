@@ -152,9 +152,14 @@ class _Program:
         k = self.inner_batch
         return size if k <= 1 or size <= k else math.ceil(size / k) * k
 
-    def _fn(self, size: int):
+    def batch(self, size: int) -> int:
+        """The sub-batch a chunk of ``size`` actually runs with: 0 (one vmap) when it would hold it all."""
         k = self.inner_batch
-        if k == 0 or k >= size:
+        return 0 if k >= size else k
+
+    def _fn(self, size: int):
+        k = self.batch(size)
+        if k == 0:
             return jax.jit(jax.vmap(self._one))
         return jax.jit(lambda xs: jax.lax.map(self._one, xs, batch_size=k))
 
@@ -246,7 +251,7 @@ def describe(sweep: Sweep, buckets, lays, budget: int, programs=None) -> str:
         f"memory budget {budget / 2**30:.2f} GiB per chunk per device"]
     for i, (b, l) in enumerate(zip(buckets, lays)):
         st = " ".join(f"{k}={v}" for k, v in b.static.items())
-        how = f", {layout_name(programs[i].inner_batch)}" if programs else ""
+        how = f", {layout_name(programs[i].batch(l.chunk_size))}" if programs else ""
         lines.append(f"  bucket {i}: {st} | {len(b.variant_ids)} variants in {len(l.chunks)} chunk(s) of "
                      f"{l.chunk_size}{how}, compiled memory {l.bytes_per_chunk / 2**20:.1f} MiB/chunk")
     return "\n".join(lines)
@@ -354,7 +359,7 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
     if jax.process_index() == 0:
         bucket_meta = [{"static": bk.static, "n_variants": len(bk.variant_ids), "chunk_size": l.chunk_size,
                         "n_chunks": len(l.chunks), "compiled_bytes_per_chunk": l.bytes_per_chunk,
-                        "traces": p.traces, "compile_s": p.compile_s, "inner_batch": p.inner_batch,
+                        "traces": p.traces, "compile_s": p.compile_s, "inner_batch": p.batch(l.chunk_size),
                         "variant_flops": p.variant_flops}
                        for bk, l, p in zip(buckets, lays, programs)]
         _merge(sweep, lays, out, bucket_meta, budget, started)
