@@ -28,6 +28,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jcore
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxbench import store
@@ -38,7 +39,7 @@ DEFAULT_MAX_CHUNK = 1024
 # Chunk layout on one CPU device (benchmarks/RESULTS.md, "Sweep engine throughput"): XLA's CPU
 # batched matmuls and wide elementwise ops lose to a loop over variants inside the compiled
 # program when each variant's ops are small, and a plain vmap of hundreds of variants leaves the
-# caches. Measured rule, keyed on XLA's FLOP count of one variant's program (loop bodies once):
+# caches. Measured rule, keyed on the matmul FLOPs of one variant's program (`matmul_flops`):
 CPU_SEQUENTIAL_BELOW_FLOPS = 2e7  # below: lax.map over single variants (width <= 64 in the benchmark)
 CPU_INNER_BATCH = 8               # above: lax.map over vmapped sub-batches of 8 variants
 
@@ -102,13 +103,31 @@ def cpu_inner_batch(variant_flops: float) -> int:
     return 1 if variant_flops < CPU_SEQUENTIAL_BELOW_FLOPS else CPU_INNER_BATCH
 
 
+def matmul_flops(jaxpr) -> float:
+    """FLOPs of the dot products in a (closed) jaxpr, 2 per multiply-add, every loop body and
+    branch counted once: the size of one step, not of a whole run (about 0.9x XLA's cost
+    analysis of the same program, which also counts elementwise ops, without lowering it)."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            k = math.prod(eqn.invars[0].aval.shape[i] for i in contract)
+            total += 2.0 * k * math.prod(eqn.outvars[0].aval.shape)
+        total += sum(matmul_flops(sub) for sub in jcore.jaxprs_in_params(eqn.params))
+    return total
+
+
 class _Program:
     """One bucket's jitted program over a chunk of variants, compiled per chunk size on demand.
 
-    Layout (``inner_batch``): 0 is one ``vmap`` over the whole chunk; k > 0 is ``lax.map`` over
-    sub-batches of k vmapped variants (one device only; chunk sizes are then multiples of k);
-    "auto" picks per bucket: ``cpu_inner_batch`` on one CPU device, vmap on accelerators and
-    when the variant axis is sharded over several devices. Every layout gives the same results.
+    The experiment's ``run_one`` is traced once per bucket, to a jaxpr of one variant; every
+    chunk program (and the layout rule's FLOP count) is built from that jaxpr, so Python model
+    code never runs twice. Layout (``inner_batch``): 0 is one ``vmap`` over the whole chunk;
+    k > 0 is ``lax.map`` over sub-batches of k vmapped variants (one device only; chunk sizes
+    are then multiples of k); "auto" picks per bucket: ``cpu_inner_batch`` on one CPU device,
+    vmap on accelerators and when the variant axis is sharded over several devices. Every
+    layout gives the same results.
     """
 
     def __init__(self, sweep: Sweep, bucket: Bucket, sharding, inner_batch: int | str = "auto"):
@@ -116,8 +135,7 @@ class _Program:
         self.module = sweep.module
         self.traces = 0
         self._compiled: dict[int, object] = {}
-        self.compile_s = 0.0
-        self.variant_flops = None
+        self.compile_s, self.compiles = 0.0, 0
         static = _make_static(self.module, bucket.static)
 
         def one(traced):
@@ -129,23 +147,16 @@ class _Program:
                 out["diverged"] = jnp.any(jnp.stack(flags)) if flags else jnp.zeros((), bool)
             return out
 
-        self._one = one
+        shapes = {k: jax.ShapeDtypeStruct((), self._dtype(k)) for k in _traced_keys(self.module)}
+        closed, out_shapes = jax.make_jaxpr(one, return_shape=True)(shapes)
+        fun, out_tree = jcore.jaxpr_as_fun(closed), jax.tree.structure(out_shapes)
+        self._one = lambda traced: jax.tree.unflatten(out_tree, fun(*jax.tree.leaves(traced)))
+        self.variant_flops = matmul_flops(closed)
         if jax.local_device_count() > 1:
             inner_batch = 0
         elif inner_batch == "auto":
-            inner_batch = 0
-            if jax.default_backend() == "cpu":
-                self.variant_flops = self._flops_of_one()
-                inner_batch = cpu_inner_batch(self.variant_flops)
+            inner_batch = cpu_inner_batch(self.variant_flops) if jax.default_backend() == "cpu" else 0
         self.inner_batch = int(inner_batch)
-
-    def _flops_of_one(self) -> float:
-        """XLA's cost analysis of one variant's program (lowered, not compiled; loop bodies once)."""
-        shapes = {k: jax.ShapeDtypeStruct((), self._dtype(k)) for k in _traced_keys(self.module)}
-        before = self.traces
-        cost = jax.jit(self._one).lower(shapes).cost_analysis() or {}
-        self.traces = before  # a probe, not a compilation of the bucket
-        return float(cost.get("flops", 0.0))
 
     def round_size(self, size: int) -> int:
         """Chunk sizes are multiples of the sub-batch (no remainder: one trace per bucket)."""
@@ -153,15 +164,20 @@ class _Program:
         return size if k <= 1 or size <= k else math.ceil(size / k) * k
 
     def batch(self, size: int) -> int:
-        """The sub-batch a chunk of ``size`` actually runs with: 0 (one vmap) when it would hold it all."""
+        """The sub-batch a chunk of ``size`` actually runs with: 1 for a lone variant, 0 (one
+        vmap) when the sub-batch would hold the whole chunk."""
         k = self.inner_batch
-        return 0 if k >= size else k
+        return 1 if size == 1 else 0 if k >= size else k
 
     def _fn(self, size: int):
-        k = self.batch(size)
+        k, one = self.batch(size), self._one
+        if size == 1:  # the plain program: vmap or map over one variant only adds compile time
+            return jax.jit(lambda xs: jax.tree.map(lambda v: jnp.expand_dims(v, 0), one(jax.tree.map(lambda v: v[0], xs))))
         if k == 0:
-            return jax.jit(jax.vmap(self._one))
-        return jax.jit(lambda xs: jax.lax.map(self._one, xs, batch_size=k))
+            return jax.jit(jax.vmap(one))
+        if k == 1:  # lax.map(batch_size=1) would vmap its body over a batch of one
+            return jax.jit(lambda xs: jax.lax.map(one, xs))
+        return jax.jit(lambda xs: jax.lax.map(one, xs, batch_size=k))
 
     def _dtype(self, key):
         p = self.module.PARAMS.get(key)
@@ -178,6 +194,7 @@ class _Program:
             t0 = time.perf_counter()
             self._compiled[size] = self._fn(size).lower(shapes).compile()
             self.compile_s += time.perf_counter() - t0
+            self.compiles += 1
         return self._compiled[size]
 
     def inputs(self, ids, size):
@@ -359,8 +376,8 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
     if jax.process_index() == 0:
         bucket_meta = [{"static": bk.static, "n_variants": len(bk.variant_ids), "chunk_size": l.chunk_size,
                         "n_chunks": len(l.chunks), "compiled_bytes_per_chunk": l.bytes_per_chunk,
-                        "traces": p.traces, "compile_s": p.compile_s, "inner_batch": p.batch(l.chunk_size),
-                        "variant_flops": p.variant_flops}
+                        "traces": p.traces, "compiles": p.compiles, "compile_s": p.compile_s,
+                        "inner_batch": p.batch(l.chunk_size), "variant_flops": p.variant_flops}
                        for bk, l, p in zip(buckets, lays, programs)]
         _merge(sweep, lays, out, bucket_meta, budget, started)
         if plot:

@@ -61,7 +61,8 @@ def test_compiles_once_per_bucket_not_per_variant(tmp_path):
     out = sweep.run(f, out=tmp_path / "out", progress=False, plot=False)
     meta = store.load(out).meta
     assert meta["n_variants"] == 16 and meta["n_buckets"] == 4
-    assert [b["traces"] for b in meta["buckets"]] == [1, 1, 1, 1]
+    assert [b["traces"] for b in meta["buckets"]] == [1, 1, 1, 1]  # run_one traced once per bucket
+    assert [b["compiles"] for b in meta["buckets"]] == [1, 1, 1, 1]  # and compiled once
 
 
 def test_resume_computes_only_missing_chunks(tmp_path, monkeypatch):
@@ -151,7 +152,7 @@ def test_every_layout_gives_the_same_table(tmp_path):
         for k in ("train_loss", "clean_test_err", "weight_move", "steps_to_fit"):
             np.testing.assert_allclose(ta[k], tb[k], rtol=2e-4, atol=1e-5, err_msg=f"{k}, inner_batch={inner}")
         for bk in meta["buckets"]:
-            assert bk["traces"] == 1  # chunk sizes are multiples of the sub-batch: no remainder trace
+            assert bk["compiles"] == 1  # chunk sizes are multiples of the sub-batch: no remainder program
             assert bk["chunk_size"] % max(bk["inner_batch"], 1) == 0
         # auto on one CPU device: these tiny variants run one at a time inside the compiled program
         assert [bk["inner_batch"] for bk in meta["buckets"]] == ([3] if inner == 3 else [1])
@@ -170,7 +171,7 @@ def test_auto_layout_rule_follows_the_flop_count():
         bucket = sweep.Bucket(dict(width=width, depth=3, n=128, n_test=128, d=16, steps=200, n_log=2), (0,))
         prog = sweep._Program(sw, bucket, sharding)
         flops[width] = prog.variant_flops
-        assert prog.traces == 0  # the cost probe is not counted as a compilation
+        assert (prog.traces, prog.compiles) == (1, 0)  # the FLOP count reads the bucket's one trace
         assert prog.inner_batch == (1 if width == 16 else sweep.CPU_INNER_BATCH)
-    # about 6 n (d w + w^2 + w) flops per GD step, counted once per loop body
+    # about 6 n (d w + w^2 + w) matmul flops per GD step, counted once per loop body
     assert 0.5 < flops[256] / (6 * 128 * (16 * 256 + 256**2 + 256)) < 4
