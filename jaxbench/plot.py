@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 STYLE = {
     "figure.dpi": 110, "savefig.dpi": 160, "font.size": 9, "axes.titlesize": 10,
@@ -23,8 +19,25 @@ STYLE = {
 }
 
 
+def _pyplot():
+    """pyplot with the Agg backend, imported on first use: a sweep run without figures,
+    ``--dry-run`` and ``jaxbench list`` never load it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def __getattr__(name: str):  # ``plot.plt`` for the experiments' figure code
+    if name == "plt":
+        return _pyplot()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def figure(nrows: int = 1, ncols: int = 1, width: float = 3.4, height: float = 2.8, **kw):
     """A figure of ``nrows x ncols`` panels of ``width x height`` inches each. Returns (fig, axes)."""
+    plt = _pyplot()
     plt.rcParams.update(STYLE)
     kw.setdefault("squeeze", False)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.3),
@@ -46,7 +59,7 @@ def save(fig, results_dir, name: str, meta: dict) -> list[Path]:
     paths = [Path(results_dir) / f"{name}.{ext}" for ext in ("png", "pdf")]
     for p in paths:
         fig.savefig(p)
-    plt.close(fig)
+    _pyplot().close(fig)
     return paths
 
 

@@ -34,8 +34,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import scipy.stats
-from matplotlib.ticker import NullFormatter
 
 import jax
 import jax.numpy as jnp
@@ -307,6 +305,9 @@ def _phase_width_depth(t, meta, ok, out):
 
 
 def _lipschitz(t, meta, ok, out):
+    from matplotlib.ticker import NullFormatter
+    from scipy.stats import spearmanr
+
     fig, axes = plotlib.figure(1, 2, width=3.9, height=3.1)
     etas = np.unique(t["eta"][ok])
     colors = plotlib.plt.cm.viridis(np.linspace(0, 0.9, len(etas)))
@@ -318,7 +319,7 @@ def _lipschitz(t, meta, ok, out):
             _, mx, sx, _ = plotlib.aggregate(t, by, col, where=sel)
             _, my, sy, _ = plotlib.aggregate(t, by, "excess_risk_clean", where=sel)
             x, y = t[col][sel], t["excess_risk_clean"][sel]
-            rho = scipy.stats.spearmanr(x, y).statistic if len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0 else np.nan
+            rho = spearmanr(x, y).statistic if len(x) > 2 and np.ptp(x) > 0 and np.ptp(y) > 0 else np.nan
             ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt="o", ms=3.5, color=c, elinewidth=0.8,
                         label=f"η = {eta:g} (Spearman ρ = {rho:.2f})")
         ax.set_xscale("log")
