@@ -138,11 +138,11 @@ _sphere = jax.jit(data.separated_sphere, static_argnums=(1, 2))
 
 
 def _task(seed):
-    """The engine's data for `seed` (same key splits as the example experiment), generated jitted."""
-    k_train, k_test, k_init, _ = jax.random.split(jax.random.PRNGKey(seed), 4)
-    tr = _sphere(k_train, N, D, ETA, 0.1)
-    te = _sphere(k_test, N_TEST, D, 0.0, 0.1)
-    return tr, te, k_init
+    """The engine's data for `seed` (same key splits as the example experiment), generated jitted:
+    (train x, train y, test x, clean test y, init key)."""
+    k_data, k_init, _ = jax.random.split(jax.random.PRNGKey(seed), 3)
+    xy = _sphere(k_data, N + N_TEST, D, ETA, 0.1)
+    return xy.x[:N], xy.y[:N], xy.x[N:], xy.y_clean[N:], k_init
 
 
 def run_naive(widths, per_width, steps):
@@ -159,11 +159,11 @@ def run_naive(widths, per_width, steps):
             return jax.tree.map(lambda a, b: a - lr * b, p, g)
 
         for (_, seed, lr) in variants([w], per_width):
-            tr, te, k_init = _task(seed)
+            x, y, _, _, k_init = _task(seed)
             p = mlp.init(spec, k_init)
             for _ in range(steps):
-                p = step(p, tr.x, tr.y, lr)
-            losses.append(float(loss(p, tr.x, tr.y)))
+                p = step(p, x, y, lr)
+            losses.append(float(loss(p, x, y)))
     return time.perf_counter() - t, float(np.mean(losses))
 
 
@@ -222,9 +222,9 @@ def run_torch(py, widths, per_width, steps):
         arrays = {}
         for w in widths:
             vs = variants([w], per_width)
-            tasks = [_task(seed)[0] for (_, seed, _) in vs]
-            arrays[f"x{w}"] = np.stack([np.asarray(t.x) for t in tasks])
-            arrays[f"y{w}"] = np.stack([np.asarray(t.y) for t in tasks])
+            tasks = [_task(seed) for (_, seed, _) in vs]
+            arrays[f"x{w}"] = np.stack([np.asarray(t[0]) for t in tasks])
+            arrays[f"y{w}"] = np.stack([np.asarray(t[1]) for t in tasks])
             arrays[f"lr{w}"] = np.array([lr for (_, _, lr) in vs], np.float32)
         np.savez(Path(tmp) / "d.npz", **arrays)
         cfg = json.dumps({"data": str(Path(tmp) / "d.npz"), "widths": list(widths), "steps": steps})
