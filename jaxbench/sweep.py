@@ -36,12 +36,14 @@ from jaxbench.sweepfile import SCALES, Sweep, SweepError, load  # noqa: F401  (r
 
 DEFAULT_MAX_CHUNK = 1024
 
-# Chunk layout on one CPU device (benchmarks/RESULTS.md, "Sweep engine throughput"): XLA's CPU
-# batched matmuls and wide elementwise ops lose to a loop over variants inside the compiled
-# program when each variant's ops are small, and a plain vmap of hundreds of variants leaves the
-# caches. Measured rule, keyed on the matmul FLOPs of one variant's program (`matmul_flops`):
-CPU_SEQUENTIAL_BELOW_FLOPS = 2e7  # below: lax.map over single variants (width <= 64 in the benchmark)
-CPU_INNER_BATCH = 8               # above: lax.map over vmapped sub-batches of 8 variants
+# Chunk layout on one CPU device (benchmarks/RESULTS.md, "Sweep engine throughput"). Small
+# variants run fastest as one vmap over the chunk: each variant's ops are too small to keep the
+# cores busy, and the loops inside a program (training steps, the data sampler's bisection) pay
+# their per-iteration cost once for all variants. Large variants lose under one wide vmap (the
+# activations of hundreds of variants leave the caches) and run as lax.map over vmapped batches.
+# Measured rule, keyed on the matmul FLOPs of one variant's program (`matmul_flops`):
+CPU_VMAP_BELOW_FLOPS = 2e7  # below: one vmap over the chunk (width <= 64 in the benchmark)
+CPU_INNER_BATCH = 8         # above: lax.map over vmapped sub-batches of 8 variants
 
 
 # ----------------------------------------------------------------------------- planning
@@ -99,8 +101,8 @@ def compiled_bytes(compiled) -> int:
 
 
 def cpu_inner_batch(variant_flops: float) -> int:
-    """The measured CPU layout rule: sub-batch size for ``lax.map`` given one variant's FLOPs."""
-    return 1 if variant_flops < CPU_SEQUENTIAL_BELOW_FLOPS else CPU_INNER_BATCH
+    """The measured CPU layout rule: 0 (one vmap) or the ``lax.map`` sub-batch, from one variant's FLOPs."""
+    return 0 if variant_flops < CPU_VMAP_BELOW_FLOPS else CPU_INNER_BATCH
 
 
 def matmul_flops(jaxpr) -> float:

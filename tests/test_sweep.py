@@ -145,7 +145,7 @@ def test_every_layout_gives_the_same_table(tmp_path):
     f = write_sweep(tmp_path / "s.toml", TINY.replace("seeds = 2", "seeds = 5").replace("width = [4, 8]", "width = [8]"))
     a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False, inner_batch=0)
     ta = _table(a)
-    for inner in (3, "auto"):
+    for inner in (1, 3, "auto"):
         b = sweep.run(f, out=tmp_path / f"map{inner}", progress=False, plot=False, inner_batch=inner)
         tb, meta = _table(b), store.load(b).meta
         np.testing.assert_array_equal(ta["variant"], tb["variant"])
@@ -154,15 +154,15 @@ def test_every_layout_gives_the_same_table(tmp_path):
         for bk in meta["buckets"]:
             assert bk["compiles"] == 1  # chunk sizes are multiples of the sub-batch: no remainder program
             assert bk["chunk_size"] % max(bk["inner_batch"], 1) == 0
-        # auto on one CPU device: these tiny variants run one at a time inside the compiled program
-        assert [bk["inner_batch"] for bk in meta["buckets"]] == ([3] if inner == 3 else [1])
+        # auto on one CPU device: these tiny variants run as one vmap
+        assert [bk["inner_batch"] for bk in meta["buckets"]] == ([0] if inner == "auto" else [inner])
     assert [bk["chunk_size"] for bk in store.load(tmp_path / "map3").meta["buckets"]] == [12]  # 10 variants
 
 
 def test_auto_layout_rule_follows_the_flop_count():
-    """The per-bucket CPU rule: small variants one at a time, larger ones in vmapped batches."""
-    assert sweep.cpu_inner_batch(sweep.CPU_SEQUENTIAL_BELOW_FLOPS / 2) == 1
-    assert sweep.cpu_inner_batch(sweep.CPU_SEQUENTIAL_BELOW_FLOPS * 2) == sweep.CPU_INNER_BATCH
+    """The per-bucket CPU rule: small variants in one vmap, larger ones in lax.map over vmapped batches."""
+    assert sweep.cpu_inner_batch(sweep.CPU_VMAP_BELOW_FLOPS / 2) == 0
+    assert sweep.cpu_inner_batch(sweep.CPU_VMAP_BELOW_FLOPS * 2) == sweep.CPU_INNER_BATCH
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("v",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("v"))
     flops = {}
@@ -172,6 +172,6 @@ def test_auto_layout_rule_follows_the_flop_count():
         prog = sweep._Program(sw, bucket, sharding)
         flops[width] = prog.variant_flops
         assert (prog.traces, prog.compiles) == (1, 0)  # the FLOP count reads the bucket's one trace
-        assert prog.inner_batch == (1 if width == 16 else sweep.CPU_INNER_BATCH)
+        assert prog.inner_batch == (0 if width == 16 else sweep.CPU_INNER_BATCH)
     # about 6 n (d w + w^2 + w) matmul flops per GD step, counted once per loop body
     assert 0.5 < flops[256] / (6 * 128 * (16 * 256 + 256**2 + 256)) < 4
