@@ -2,8 +2,9 @@
 
 Workload per variant (identical in every method): a depth-3 ReLU MLP (NTK parametrization,
 hidden width m) on its own separated-sphere data set (one draw of 128 training and 128 test
-points, d = 16, label noise 0.1 on the training labels), full-batch gradient descent on the logistic loss for S steps with a per-variant learning rate,
-then final training loss and test error. Methods:
+points, d = 16, label noise 0.1 on the training labels), full-batch gradient descent on the
+logistic loss for S steps with a per-variant learning rate, then final training loss and test
+error. Methods:
 
   (a) engine       : `jaxbench.sweep.run` on the `example` experiment, default layout ("auto":
                      chosen per bucket); end to end incl. planning, compiling, writing files

@@ -161,7 +161,7 @@ class _Program:
         self.inner_batch = int(inner_batch)
 
     def round_size(self, size: int) -> int:
-        """Chunk sizes are multiples of the sub-batch (no remainder: one trace per bucket)."""
+        """Chunk sizes are multiples of the sub-batch (no remainder: one compilation per bucket)."""
         k = self.inner_batch
         return size if k <= 1 or size <= k else math.ceil(size / k) * k
 
@@ -174,7 +174,8 @@ class _Program:
     def _fn(self, size: int):
         k, one = self.batch(size), self._one
         if size == 1:  # the plain program: vmap or map over one variant only adds compile time
-            return jax.jit(lambda xs: jax.tree.map(lambda v: jnp.expand_dims(v, 0), one(jax.tree.map(lambda v: v[0], xs))))
+            alone = lambda xs: one(jax.tree.map(lambda v: v[0], xs))
+            return jax.jit(lambda xs: jax.tree.map(lambda v: jnp.expand_dims(v, 0), alone(xs)))
         if k == 0:
             return jax.jit(jax.vmap(one))
         if k == 1:  # lax.map(batch_size=1) would vmap its body over a batch of one
