@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +65,39 @@ def test_gaussian_binary_moments():
     x, y = data.gaussian_binary(jax.random.PRNGKey(0), 40000, mu, sigma=0.5)
     np.testing.assert_allclose(jnp.mean(y[:, None] * x, axis=0), mu, atol=0.02)
     np.testing.assert_allclose(jnp.std(x - y[:, None] * mu, axis=0), 0.5, atol=0.01)
+
+
+# Random draws of the kinds the experiments make (jitted, vmapped over keys, splits), saved to argv[1].
+DRAWS = """
+import sys
+import jax, numpy as np
+k = jax.random.PRNGKey(3)
+ks = jax.random.split(k, 5)
+np.savez(sys.argv[1],
+         rolled="stablehlo.while" in jax.jit(lambda k: jax.random.bits(k, (8,))).lower(k).as_text(),
+         normal=jax.jit(lambda k: jax.random.normal(k, (7, 33)))(k),
+         uniform_vmap=jax.jit(jax.vmap(lambda k: jax.random.uniform(k, (129,))))(ks),
+         bits_vmap=jax.jit(jax.vmap(lambda k: jax.random.bits(k, (4, 5))))(ks),
+         split=jax.jit(lambda k: jax.random.split(k, 3))(k),
+         bernoulli=jax.random.bernoulli(k, 0.3, (50,)))
+"""
+
+
+def test_cpu_threefry_backport_draws_the_same_bits(tmp_path):
+    """jaxbench.compat lowers threefry unrolled on CPU; draws equal a process without jaxbench."""
+    from jaxbench import compat
+
+    assert compat.THREEFRY_UNROLLED
+    r = subprocess.run([sys.executable, "-c", DRAWS, str(tmp_path / "plain.npz")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    argv = sys.argv
+    try:
+        sys.argv = ["draws", str(tmp_path / "here.npz")]
+        exec(DRAWS, {})
+    finally:
+        sys.argv = argv
+    plain, here = np.load(tmp_path / "plain.npz"), np.load(tmp_path / "here.npz")
+    if jax.default_backend() == "cpu":  # the two processes lowered the hash differently ...
+        assert bool(plain["rolled"]) and not bool(here["rolled"])
+    for name in set(plain.files) - {"rolled"}:  # ... and drew the same bits
+        np.testing.assert_array_equal(here[name], plain[name], err_msg=name)
