@@ -73,9 +73,9 @@ import sys
 import jax, numpy as np
 k = jax.random.PRNGKey(3)
 ks = jax.random.split(k, 5)
+bits8 = lambda k: jax.random.bits(k, (8,))
 np.savez(sys.argv[1],
-         rolled=["stablehlo.while" in jax.jit(f).lower(a).as_text()
-                 for f, a in [(lambda k: jax.random.bits(k, (8,)), k), (jax.vmap(lambda k: jax.random.bits(k, (8,))), ks)]],
+         rolled=["stablehlo.while" in jax.jit(f).lower(a).as_text() for f, a in [(bits8, k), (jax.vmap(bits8), ks)]],
          normal=jax.jit(lambda k: jax.random.normal(k, (7, 33)))(k),
          uniform_vmap=jax.jit(jax.vmap(lambda k: jax.random.uniform(k, (129,))))(ks),
          bits_vmap=jax.jit(jax.vmap(lambda k: jax.random.bits(k, (4, 5))))(ks),
