@@ -12,8 +12,11 @@ Exit code 0 on success; 2 with one line on stderr for bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+CACHE_ENV = "JAXBENCH_CACHE_DIR"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +62,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def compilation_cache() -> str | None:
+    """Turns on XLA's persistent compilation cache for CLI sweeps and returns its folder.
+
+    A re-run of a sweep (a resume, ``--fresh``, the same buckets in another sweep file) then
+    loads its compiled bucket programs instead of compiling them again. The folder is
+    ``$JAXBENCH_CACHE_DIR`` (default ``~/.cache/jaxbench/xla``; it grows with every new program
+    and may be deleted at any time); ``JAXBENCH_CACHE_DIR=off`` disables it, and a cache already
+    set up for JAX (``JAX_COMPILATION_CACHE_DIR``) is used as it is.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    where = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "jaxbench" / "xla"))
+    if where.strip().lower() in ("", "off", "0", "none"):
+        return None
+    jax.config.update("jax_compilation_cache_dir", where)
+    return where
+
+
 def _sweep(args) -> int:
     from jaxbench import sweep
 
@@ -82,6 +105,7 @@ def _sweep(args) -> int:
             raise sweep.SweepError(f"--inner-batch must be auto, 0 or a positive integer, got {inner!r}")
         inner = int(inner)
     chunk = {"max_chunk": args.max_chunk} if args.max_chunk else {}
+    compilation_cache()
     if args.dry_run:
         print(sweep.dry_run(args.sweep_file, args.scale, budget_bytes=budget, inner_batch=inner, **chunk))
         print(f"  results -> {args.out or sweep.default_out(sw)}")

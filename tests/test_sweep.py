@@ -1,6 +1,7 @@
 """The sweep engine: vmapped == alone, one compilation per bucket, resume, bad input, divergence."""
 
 import functools
+import os
 import subprocess
 import sys
 import types
@@ -175,3 +176,27 @@ def test_auto_layout_rule_follows_the_flop_count():
         assert prog.inner_batch == (0 if width == 16 else sweep.CPU_INNER_BATCH)
     # about 6 n (d w + w^2 + w) matmul flops per GD step, counted once per loop body
     assert 0.5 < flops[256] / (6 * 128 * (16 * 256 + 256**2 + 256)) < 4
+
+
+def test_cli_reuses_compiled_programs_from_its_cache(tmp_path):
+    """`jaxbench sweep` fills XLA's persistent cache; a --fresh re-run loads from it, same table."""
+    f = write_sweep(tmp_path / "s.toml", TINY)
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # the CLI's own default
+    cache = tmp_path / "xla"
+
+    def cli_run(out, *extra, cache_dir=str(cache)):
+        r = subprocess.run([sys.executable, "-m", "jaxbench", "sweep", str(f), "--out", str(out), "--no-progress",
+                            "--no-plot", *extra], capture_output=True, text=True, env={**env, cli.CACHE_ENV: cache_dir})
+        assert r.returncode == 0, r.stderr[-2000:]
+        return store.load(out).meta
+
+    cli_run(tmp_path / "a")
+    first = _table(tmp_path / "a")
+    entries = {p.name for p in cache.iterdir()}
+    assert entries  # the bucket programs were written to the cache
+    cli_run(tmp_path / "a", "--fresh")  # recompute every chunk, programs loaded from the cache
+    assert {p.name for p in cache.iterdir()} == entries  # nothing new was compiled
+    cli_run(tmp_path / "b", cache_dir="off")
+    assert {p.name for p in cache.iterdir()} == entries  # "off": the cache was not touched
+    for out in ("a", "b"):
+        np.testing.assert_array_equal(_table(tmp_path / out)["train_loss"], first["train_loss"])
