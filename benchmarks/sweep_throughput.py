@@ -22,8 +22,8 @@ error. Methods:
 Times are end to end, compilation included; every method first runs once, untimed, on a tiny
 case of other shapes, so the process's one-time costs fall on none of them. Achieved FLOP/s
 counts 6 n (weights) FLOPs per training step (metrics and data generation not counted) and
-compares with a dense 1024^2 float32 matmul measured in the same run; "exec" uses the engine's time inside its compiled
-calls (meta.json chunk seconds), end-to-end uses the whole wall time.
+compares with a dense 1024^2 float32 matmul measured in the same run; "exec" uses the engine's
+time inside its compiled calls (meta.json chunk seconds), end-to-end uses the whole wall time.
 
     python benchmarks/sweep_throughput.py            # full table, writes RESULTS.md (~25 min, 2 cores)
     python benchmarks/sweep_throughput.py --quick    # a few points, writes nothing
