@@ -112,6 +112,7 @@ BAD = {
     "bad_scale": (TINY, "no [presets.paper]"),
     "unknown_experiment": (TINY.replace('"example"', '"nope"'), "unknown experiment 'nope'"),
     "cross_check": (TINY.replace("d = 4", "d = 1"), "d = 1: the sphere task needs d >= 2"),
+    "inner_batch": (TINY, "--inner-batch must be auto, 0 or a positive integer, got '-2'"),
 }
 
 
@@ -120,7 +121,8 @@ def test_bad_input_one_clear_line_nonzero_exit_nothing_written(case, tmp_path, c
     body, expected = BAD[case]
     f = write_sweep(tmp_path / "s.toml", body)
     out = tmp_path / "out"
-    args = ["sweep", str(f), "--out", str(out)] + (["--scale", "paper"] if case == "bad_scale" else [])
+    args = ["sweep", str(f), "--out", str(out)] + {"bad_scale": ["--scale", "paper"],
+                                                    "inner_batch": ["--inner-batch=-2"]}.get(case, [])
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("jaxbench: error:") and expected in err[0], err
@@ -174,8 +176,12 @@ def test_auto_layout_rule_follows_the_flop_count():
         flops[width] = prog.variant_flops
         assert (prog.traces, prog.compiles) == (1, 0)  # the FLOP count reads the bucket's one trace
         assert prog.inner_batch == (0 if width == 16 else sweep.CPU_INNER_BATCH)
-    # about 6 n (d w + w^2 + w) matmul flops per GD step, counted once per loop body
-    assert 0.5 < flops[256] / (6 * 128 * (16 * 256 + 256**2 + 256)) < 4
+    # closed form, loop bodies once: a GD step is 6 n P FLOPs less the input gradient of the first
+    # layer (2 n d w, never formed), plus the train + test forward passes (2 (n + n_test) P) of the
+    # metrics, traced twice (at step 0 and in the logged segments); P = d w + w^2 + w weights
+    for width, f in flops.items():
+        n, n_test, d, P = 128, 128, 16, 16 * width + width**2 + width
+        assert f == 6 * n * P - 2 * n * d * width + 2 * 2 * (n + n_test) * P
 
 
 def test_cli_reuses_compiled_programs_from_its_cache(tmp_path):
