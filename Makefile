@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# jaxlib 0.10.2 on CPU can stall when independent batched LAPACK calls share the 2-thread
-# intra-op pool (README, "Known issues"); single-threaded Eigen avoids it in the test suite.
-# Tests are mostly XLA compilation (single-threaded): one pytest-xdist worker per core.
+# Tests are mostly XLA compilation (single-threaded): one pytest-xdist worker per core, each with
+# single-threaded Eigen. (This flag does not prevent jaxlib 0.10's LAPACK deadlock, README "Known
+# issues"; the engine's ordering of LAPACK calls does.)
 TEST_ENV  := XLA_FLAGS="$$XLA_FLAGS --xla_cpu_multi_thread_eigen=false"
 TEST_JOBS ?= 2
 

@@ -36,31 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbench import mlp
-
-
-# ----------------------------------------------------------------------------- ordering
-def after(x, *deps):
-    """``x`` (a pytree), computed only once ``deps`` are: a real data dependency.
-
-    Why: jaxlib 0.10's CPU LAPACK kernels (SVD, Cholesky, eigh, ...) split their batch over
-    XLA's intra-op thread pool and block until it finishes; when as many independent batched
-    LAPACK calls as the pool has threads run at once (2 on a 2-core machine), every pool
-    thread waits and the program deadlocks. Every function here issues at most one LAPACK
-    call; a jitted program that makes several independent ones orders them with `after`.
-    (``lax.optimization_barrier`` is not enough: XLA's CPU runtime orders work by buffers, and
-    a barrier only forwards them.) Adds ``0 * t`` to every float leaf, t a finite scalar made
-    from the first element of every dep leaf: XLA keeps it (no fast-math), values unchanged.
-    """
-    leaves = jax.tree.leaves(deps)
-    if not leaves:
-        return x
-    t = sum(jnp.nan_to_num(jnp.ravel(leaf)[0].astype(jnp.float32)) for leaf in leaves)
-    zero = 0.0 * t
-
-    def tie(a):
-        return a + zero.astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-
-    return jax.tree.map(tie, x)
+# `after(x, *deps)`: x computed only once deps are. jaxlib 0.10's CPU LAPACK calls deadlock when
+# several run at once (`jaxbench.compat`); the sweep engine orders them in every bucket program,
+# and a program jitted outside the engine that makes several independent ones orders them with
+# `after`. Every function here issues at most one LAPACK call.
+from jaxbench.compat import after  # noqa: F401  (re-exported)
 
 
 # ----------------------------------------------------------------------------- operator norms

@@ -31,7 +31,7 @@ import numpy as np
 from jax.extend import core as jcore
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxbench import store
+from jaxbench import compat, store, watchdog
 from jaxbench.sweepfile import SCALES, Sweep, SweepError, load  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_CHUNK = 1024
@@ -151,6 +151,8 @@ class _Program:
 
         shapes = {k: jax.ShapeDtypeStruct((), self._dtype(k)) for k in _traced_keys(self.module)}
         closed, out_shapes = jax.make_jaxpr(one, return_shape=True)(shapes)
+        if compat.lapack_calls_overlap():  # no two LAPACK calls at once: they can deadlock (compat)
+            closed = compat.serialize_lapack(closed)
         fun, out_tree = jcore.jaxpr_as_fun(closed), jax.tree.structure(out_shapes)
         self._one = lambda traced: jax.tree.unflatten(out_tree, fun(*jax.tree.leaves(traced)))
         self.variant_flops = matmul_flops(closed)
@@ -347,6 +349,11 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
     from jaxbench import distributed
 
     sweep = load(path, scale)
+    try:
+        stall_s = watchdog.stall_seconds() if jax.default_backend() == "cpu" else None
+    except ValueError as e:
+        raise SweepError(str(e)) from None
+    dog = watchdog.Watchdog(stall_s) if stall_s else None
     out = Path(out) if out is not None else default_out(sweep)
     if fresh and jax.process_index() == 0 and (out / store.CHUNKS).exists():
         shutil.rmtree(out / store.CHUNKS)
@@ -365,14 +372,17 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
         for b, c in todo:
             prog, lay = programs[b], lays[b]
             bar.set_postfix_str(f"bucket {b + 1}/{len(buckets)}")
-            compiled = prog.compiled(lay.chunk_size)
-            t0 = time.perf_counter()
-            outputs = jax.device_get(compiled(prog.inputs(lay.chunks[c], lay.chunk_size)))
-            n = len(lay.chunks[c])
-            outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
-            store.write_chunk(out, lay.names[c], np.array(lay.chunks[c]), outputs,
-                              {"seconds": time.perf_counter() - t0, "process": jax.process_index(),
-                               "devices": [str(d) for d in jax.local_devices()]})
+            label = (f"bucket {b + 1}/{len(buckets)} ({' '.join(f'{k}={v}' for k, v in buckets[b].static.items())}), "
+                     f"chunk {c + 1}/{len(lay.chunks)}")
+            with dog.watch(label) if dog else contextlib.nullcontext():
+                compiled = prog.compiled(lay.chunk_size)
+                t0 = time.perf_counter()
+                outputs = jax.device_get(compiled(prog.inputs(lay.chunks[c], lay.chunk_size)))
+                n = len(lay.chunks[c])
+                outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
+                store.write_chunk(out, lay.names[c], np.array(lay.chunks[c]), outputs,
+                                  {"seconds": time.perf_counter() - t0, "process": jax.process_index(),
+                                   "devices": [str(d) for d in jax.local_devices()]})
             bar.update(n)
         bar.close()
     distributed.gather_chunks(out, [lays[b].names[c] for b, c in mine])

@@ -1,4 +1,6 @@
+import itertools
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +21,35 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+def unordered_lapack_calls(hlo: str):
+    """LAPACK custom calls of an optimized HLO module and the pairs of them, within one
+    computation, with no data path between them (those XLA's CPU runtime may run at once)."""
+    calls, unordered = [], []
+    for comp in re.findall(r"^(?:ENTRY )?%\S+ .*?\{\n(.*?)\n\}", hlo, flags=re.S | re.M):
+        deps, mine = {}, []
+        for line in comp.splitlines():
+            m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (.*)", line)
+            if m:
+                body = m.group(2).split(", metadata=")[0]
+                deps[m.group(1)] = set(re.findall(r"%([\w.\-]+)", body))
+                if 'custom_call_target="lapack' in body:
+                    mine.append(m.group(1))
+
+        def ancestors(a):
+            seen, todo = set(), [a]
+            while todo:
+                for b in deps.get(todo.pop(), ()):
+                    if b not in seen:
+                        seen.add(b)
+                        todo.append(b)
+            return seen
+
+        anc = {c: ancestors(c) for c in mine}
+        calls += mine
+        unordered += [(a, b) for a, b in itertools.combinations(mine, 2) if a not in anc[b] and b not in anc[a]]
+    return calls, unordered
 
 
 @pytest.fixture

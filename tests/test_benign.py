@@ -2,15 +2,14 @@
 the lazy-limit formulas against independent implementations, and every figure."""
 
 import dataclasses
-import itertools
 import math
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import unordered_lapack_calls
 from jaxbench import bounds, data, mlp, ntk, store, sweep
 from jaxbench import train as trainlib
 from jaxbench.experiments import benign
@@ -28,32 +27,6 @@ def _run(module, static, traced):
     compiled = fn.lower(traced).compile()
     out = {k: np.asarray(v) for k, v in compiled(traced).items()}
     return out, compiled.as_text()
-
-
-def _unordered_lapack_calls(hlo: str):
-    """LAPACK custom calls of the entry computation and the pairs with no data path between them."""
-    entry = hlo[hlo.index("ENTRY"):]
-    entry = entry[:entry.index("\n}")]
-    deps, calls = {}, []
-    for line in entry.splitlines()[1:]:
-        m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (.*)", line)
-        if m:
-            body = m.group(2).split(", metadata=")[0]
-            deps[m.group(1)] = set(re.findall(r"%([\w.\-]+)", body))
-            if 'custom_call_target="lapack' in body:
-                calls.append(m.group(1))
-
-    def ancestors(a):
-        seen, todo = set(), [a]
-        while todo:
-            for b in deps.get(todo.pop(), ()):
-                if b not in seen:
-                    seen.add(b)
-                    todo.append(b)
-        return seen
-
-    anc = {c: ancestors(c) for c in calls}
-    return calls, [(a, b) for a, b in itertools.combinations(calls, 2) if a not in anc[b] and b not in anc[a]]
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +76,12 @@ def test_reported_errors_are_consistent(tiny):
 def test_lapack_calls_run_one_at_a_time(tiny_run):
     """Two batched LAPACK calls at once deadlock XLA:CPU's 2-thread pool (`bounds.after`): every
     pair of them must be ordered by a data path in the compiled program of both experiments."""
-    calls, unordered = _unordered_lapack_calls(tiny_run[1])
+    calls, unordered = unordered_lapack_calls(tiny_run[1])
     assert len(calls) == 4 and not unordered  # eigh(Theta_0), svd(W_1), eigh(K) twice
 
 
 def test_regression_lapack_calls_run_one_at_a_time(wide_regression):
-    calls, unordered = _unordered_lapack_calls(wide_regression[1])
+    calls, unordered = unordered_lapack_calls(wide_regression[1])
     assert len(calls) == 5 and not unordered  # eigh(Theta_0), svd, eigh(K) x 3
 
 
