@@ -4,6 +4,7 @@
                               [--memory-budget GiB] [--distributed [--coordinator H:P ...]]
     jaxbench plot RESULTS_DIR
     jaxbench list [--dir sweeps]
+    jaxbench report [--results results] [--out results/REPORT.md]
     jaxbench tpu-sweep --tpu NAME --zone ZONE [--sweep FILE ...] [--scale paper] [--dry-run]
 
 Exit code 0 on success; 2 with one line on stderr for bad input.
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--process-id", type=int, default=None, help="or JAXBENCH_PROCESS_ID")
     pl = sub.add_parser("plot", help="redraw the figures of a results directory")
     pl.add_argument("results_dir")
+    rp = sub.add_parser("report", help="claim checks of every results directory -> REPORT.md")
+    rp.add_argument("--results", default="results", help="folder of results directories (default results)")
+    rp.add_argument("--out", default=None, help="report file (default <results>/REPORT.md)")
     ls = sub.add_parser("list", help="list sweep files and their presets")
     ls.add_argument("--dir", default="sweeps")
     t = sub.add_parser("tpu-sweep", help="run sweeps on a Cloud TPU VM slice with gcloud")
@@ -121,8 +125,15 @@ def _plot(args) -> int:
     from jaxbench import experiments, store
 
     res = store.load(args.results_dir)
-    for p in experiments.get(res.meta["experiment"]).plot(Path(args.results_dir)):
+    for p in experiments.of_results(res.meta).plot(Path(args.results_dir)):
         print(p)
+    return 0
+
+
+def _report(args) -> int:
+    from jaxbench import report
+
+    print(report.write_report(args.results, args.out))
     return 0
 
 
@@ -161,9 +172,13 @@ def main(argv=None) -> int:
     from jaxbench.sweep import SweepError
 
     try:
-        return {"sweep": _sweep, "plot": _plot, "list": _list, "tpu-sweep": _tpu}[args.cmd](args)
+        return {"sweep": _sweep, "plot": _plot, "list": _list, "report": _report, "tpu-sweep": _tpu}[args.cmd](args)
     except (SweepError, FileNotFoundError) as e:
         sys.stderr.write(f"jaxbench: error: {e}\n")
+        return 2
+    except OSError as e:  # unwritable folder, disk full, ...: every file is written atomically
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"jaxbench: error: {e.strerror or e}{where}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("jaxbench: interrupted (finished chunks are kept; re-run to resume)\n")

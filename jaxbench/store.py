@@ -121,11 +121,18 @@ def _parse_column(values: list[str]) -> np.ndarray:
     return np.array(values)
 
 
-def load(results_dir) -> Results:
-    """Reads a results directory written by `write_results`."""
+def load_meta(results_dir) -> dict:
+    """``meta.json`` of a results directory (FileNotFoundError if it holds no results)."""
     d = Path(results_dir)
     if not (d / "meta.json").exists():
         raise FileNotFoundError(f"{d} holds no results (meta.json missing)")
+    return json.loads((d / "meta.json").read_text())
+
+
+def load(results_dir) -> Results:
+    """Reads a results directory written by `write_results`."""
+    d = Path(results_dir)
+    meta = load_meta(d)
     with open(d / "table.csv", newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
@@ -135,7 +142,6 @@ def load(results_dir) -> Results:
     if (d / "arrays.npz").exists():
         with np.load(d / "arrays.npz") as z:
             arrays = {k: z[k] for k in z.files}
-    meta = json.loads((d / "meta.json").read_text())
     return Results(table, arrays, meta)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from jax.extend import core as jcore
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxbench import compat, store, watchdog
+from jaxbench import compat, experiments, store, watchdog
 from jaxbench.sweepfile import SCALES, Sweep, SweepError, load  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_CHUNK = 1024
@@ -358,7 +358,10 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
     if fresh and jax.process_index() == 0 and (out / store.CHUNKS).exists():
         shutil.rmtree(out / store.CHUNKS)
     distributed.barrier("fresh")
-    (out / store.CHUNKS).mkdir(parents=True, exist_ok=True)
+    try:
+        (out / store.CHUNKS).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"cannot write results to {out}: {e.strerror or e}") from None
     started = time.time()
     with _context(sweep):
         buckets, programs, lays, budget = _setup(sweep, budget_bytes, max_chunk, out, inner_batch)
@@ -422,7 +425,8 @@ def _merge(sweep: Sweep, lays, out: Path, bucket_meta, budget, started) -> None:
     module = sweep.module
     meta = {
         "sweep": sweep.name, "experiment": sweep.experiment, "scale": sweep.scale,
-        "sweep_file": str(sweep.path), "description": sweep.description, "config": sweep.config,
+        "sweep_file": str(sweep.path), "experiment_file": None if sweep.experiment in experiments.REGISTRY else module.__file__,
+        "description": sweep.description, "config": sweep.config,
         "n_variants": len(sweep.variants), "n_buckets": len(lays),
         "static_keys": _static_keys(module), "traced_keys": _traced_keys(module),
         "n_diverged": int(sum(bool(r.get("diverged", False)) for r in rows)),

@@ -43,7 +43,7 @@ class Sweep:
 
     @property
     def module(self) -> ModuleType:
-        return experiments.get(self.experiment)
+        return experiments.get(self.experiment, self.path.parent)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -52,7 +52,11 @@ def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise SweepError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise SweepError(f"{path}: cannot read: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise SweepError(f"{path}: malformed TOML: {e}") from None
 
@@ -101,7 +105,7 @@ def load(path, scale: str = "default") -> Sweep:
     if "experiment" not in raw:
         raise SweepError(f"{path.name}: missing 'experiment = \"...\"'")
     try:
-        module = experiments.get(raw["experiment"])
+        module = experiments.get(raw["experiment"], path.parent)
     except ValueError as e:
         raise SweepError(f"{path.name}: {e}") from None
     presets = raw.get("presets", {})

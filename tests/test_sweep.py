@@ -129,6 +129,23 @@ def test_bad_input_one_clear_line_nonzero_exit_nothing_written(case, tmp_path, c
     assert not out.exists()
 
 
+def test_unreadable_file_and_unwritable_output_one_line_nothing_written(tmp_path, capsys):
+    """A sweep file that is not UTF-8, --out under an existing file, --out where nothing may be
+    created: one line, exit 2, no results."""
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(TINY.encode() + "# caf\xe9\n".encode("latin-1"))
+    ok = write_sweep(tmp_path / "ok.toml", TINY)
+    (tmp_path / "afile").write_text("x")
+    cases = [([str(latin), "--out", str(tmp_path / "o1")], "not UTF-8", tmp_path / "o1"),
+             ([str(ok), "--out", str(tmp_path / "afile" / "o2")], "cannot write results", tmp_path / "afile"),
+             ([str(ok), "--out", "/sys/jaxbench-test-out"], "cannot write results", None)]
+    for args, expected, path in cases:
+        assert cli.main(["sweep", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("jaxbench: error:") and expected in err[0], err
+    assert not (tmp_path / "o1").exists() and (tmp_path / "afile").read_text() == "x"
+
+
 def test_missing_file_and_cli_subprocess(tmp_path):
     r = subprocess.run([sys.executable, "-m", "jaxbench", "sweep", str(tmp_path / "nope.toml")],
                        capture_output=True, text=True)

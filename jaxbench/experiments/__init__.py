@@ -18,13 +18,22 @@ An experiment module defines:
 * optional ``check(variant)``: raises ValueError (one line) for an invalid combination of
   parameters (variant: a dict of all parameters, keys also readable as attributes);
   `jaxbench.sweep.load` calls it on every variant before anything runs.
+* optional ``claims(results_dir) -> list[jaxbench.report.Check]``: the paper's claims checked
+  against the finished sweep's files only (``jaxbench report`` writes them to REPORT.md).
+
+A sweep file names a built-in experiment by its NAME, a module of one's own by its import path
+(``experiment = "mylab.my_experiment"``) or by file (``experiment = "my_experiment.py"``,
+relative to the sweep file); see `get`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import math
+import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -102,10 +111,58 @@ def one_of(*choices, default=_REQUIRED):
     return Param("static", str, default, lambda v: v in choices, f"must be one of {list(choices)}")
 
 
-def get(name: str) -> ModuleType:
-    """The experiment module registered under ``name`` (ValueError if unknown)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown experiment {name!r}; known: {sorted(REGISTRY)}")
-    module, _, attr = REGISTRY[name].partition(".")
-    mod = importlib.import_module(f"jaxbench.experiments.{module}")
-    return getattr(mod, attr) if attr else mod
+_CONTRACT = ("NAME", "PARAMS", "run_one", "plot")
+
+
+def get(name: str, base=None) -> ModuleType:
+    """The experiment module that ``experiment = "<name>"`` names (ValueError, one line, if none).
+
+    ``name`` is a built-in name (`REGISTRY`), an importable module (``"mylab.experiments.foo"``,
+    found on ``sys.path`` / ``PYTHONPATH``), or a Python file (``"foo.py"``, relative to ``base``,
+    the sweep file's folder, unless absolute). A user's module follows the same contract.
+    """
+    if name in REGISTRY:
+        module, _, attr = REGISTRY[name].partition(".")
+        mod = importlib.import_module(f"jaxbench.experiments.{module}")
+        return getattr(mod, attr) if attr else mod
+    if name.endswith(".py"):
+        mod = _from_file(Path(base or ".") / name)
+    else:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not name.startswith(e.name):
+                raise  # the module exists but one of its own imports is missing: show that
+            raise ValueError(f"unknown experiment {name!r}: not a built-in one ({', '.join(sorted(REGISTRY))}), "
+                             f"not an importable module, and not a .py file") from None
+    missing = [a for a in _CONTRACT if not hasattr(mod, a)]
+    if missing:
+        raise ValueError(f"experiment module {name!r} lacks {', '.join(missing)} "
+                         f"(an experiment defines NAME, PARAMS, run_one and plot; see jaxbench/experiments/example.py)")
+    return mod
+
+
+def of_results(meta: dict) -> ModuleType:
+    """The experiment module of a finished sweep (its ``meta.json``), for plotting and reports."""
+    name, file = meta["experiment"], meta.get("experiment_file")
+    if name.endswith(".py") and file and Path(file).is_file():
+        return get(file)
+    return get(name, Path(meta.get("sweep_file", ".")).parent)
+
+
+def _from_file(path: Path) -> ModuleType:
+    """Imports a user's experiment file once per process (module name derived from its path)."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ValueError(f"experiment file not found: {path}")
+    key = f"jaxbench_user_experiment_{abs(hash(str(path))):x}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[key] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            del sys.modules[key]
+            raise
+    return sys.modules[key]

@@ -1,8 +1,10 @@
 """A minimal experiment: the template for writing your own, and the engine's test workload.
 
 Each variant trains a ReLU MLP (`jaxbench.train`) on separated-sphere data with label noise and
-reports its training and clean test error. Copy this file, change PARAMS / run_one / plot, and
-register the new NAME in `jaxbench.experiments.REGISTRY`.
+reports its training and clean test error. Copy this file anywhere, change PARAMS / run_one /
+plot (optionally add ``claims``), and name it in a sweep file by path (``experiment =
+"my_experiment.py"``, relative to the sweep file) or by module (``experiment = "mylab.my_exp"``,
+on PYTHONPATH): nothing in jaxbench is edited.
 """
 
 from __future__ import annotations
