@@ -36,6 +36,16 @@ from jaxbench.sweepfile import SCALES, Sweep, SweepError, load  # noqa: F401  (r
 
 DEFAULT_MAX_CHUNK = 1024
 
+# Matmul precision policy. XLA on recent NVIDIA GPUs computes float32 matrix products with
+# TF32 (10-bit mantissa) unless told otherwise, and TPUs with bfloat16 passes: results would
+# then differ from the CPU's by ~1e-3 relative, and float32 equalities (a vmapped chunk equals
+# each variant alone, NTK methods agree) break. Every bucket program is therefore traced with
+# full float32 products ("highest") unless its experiment sets ``MATMUL_PRECISION`` to a faster
+# one ("high", "tensorfloat32", "default", "bfloat16") because its claims tolerate that. On CPU all
+# of them compute the same full-precision products. float64 (``X64 = True``) is never reduced.
+DEFAULT_MATMUL_PRECISION = "highest"
+MATMUL_PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16")
+
 # Chunk layout on one CPU device (benchmarks/RESULTS.md, "Sweep engine throughput"). Small
 # variants run fastest as one vmap over the chunk: each variant's ops are too small to keep the
 # cores busy, and the loops inside a program (training steps, the data sampler's bisection) pay
@@ -302,9 +312,23 @@ def _git(*args) -> str | None:
         return None
 
 
+def matmul_precision(module) -> str:
+    """The matmul precision a bucket program is traced with: the experiment's ``MATMUL_PRECISION``,
+    else `DEFAULT_MATMUL_PRECISION`."""
+    value = getattr(module, "MATMUL_PRECISION", DEFAULT_MATMUL_PRECISION)
+    if value not in MATMUL_PRECISIONS:
+        raise SweepError(f"experiment {getattr(module, 'NAME', module.__name__)}: MATMUL_PRECISION = {value!r}, "
+                         f"choose from {', '.join(MATMUL_PRECISIONS)}")
+    return value
+
+
 def _context(sweep: Sweep):
-    x64 = getattr(sweep.module, "X64", False)
-    return jax.enable_x64(True) if x64 else contextlib.nullcontext()
+    """x64 when the experiment asks for it, and its matmul precision (baked into the traced program)."""
+    stack = contextlib.ExitStack()
+    if getattr(sweep.module, "X64", False):
+        stack.enter_context(jax.enable_x64(True))
+    stack.enter_context(jax.default_matmul_precision(matmul_precision(sweep.module)))
+    return stack
 
 
 def _setup(sweep: Sweep, budget_bytes, max_chunk, out: Path | None, inner_batch="auto"):
@@ -349,6 +373,7 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
     from jaxbench import distributed
 
     sweep = load(path, scale)
+    matmul_precision(sweep.module)  # a bad value: one line before anything is written
     try:
         stall_s = watchdog.stall_seconds() if jax.default_backend() == "cpu" else None
     except ValueError as e:
@@ -430,7 +455,7 @@ def _merge(sweep: Sweep, lays, out: Path, bucket_meta, budget, started) -> None:
         "n_variants": len(sweep.variants), "n_buckets": len(lays),
         "static_keys": _static_keys(module), "traced_keys": _traced_keys(module),
         "n_diverged": int(sum(bool(r.get("diverged", False)) for r in rows)),
-        "memory_budget_bytes": budget, "buckets": bucket_meta,
+        "memory_budget_bytes": budget, "matmul_precision": matmul_precision(module), "buckets": bucket_meta,
         "chunk_seconds_total": sum(p["seconds"] for p in provenance), "chunks": provenance,
         "wall_s_this_run": time.time() - started,
         "versions": _versions(), "backend": jax.default_backend(),

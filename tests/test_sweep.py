@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import subprocess
 import sys
 import types
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TINY, write_sweep
+from conftest import ROOT, TINY, write_sweep
 from jaxbench import cli, experiments, store, sweep
 
 
@@ -223,3 +224,30 @@ def test_cli_reuses_compiled_programs_from_its_cache(tmp_path):
     assert {p.name for p in cache.iterdir()} == entries  # "off": the cache was not touched
     for out in ("a", "b"):
         np.testing.assert_array_equal(_table(tmp_path / out)["train_loss"], first["train_loss"])
+
+
+def test_matmul_precision_policy_is_baked_into_every_bucket_program(tmp_path, capsys):
+    """Full float32 products unless the experiment opts out (GPUs default float32 dots to TF32):
+    the compiled program's dots carry the precision, meta.json records it, a bad value is one line."""
+    def dot_precisions(f):
+        sw = sweep.load(f)
+        with sweep._context(sw):
+            prog = sweep._Program(sw, sweep.plan(sw)[0], None)
+        dots = [ln for ln in prog.compiled(2).as_text().splitlines() if re.search(r"\bdot\(", ln)]
+        assert dots
+        return {(re.findall(r"operand_precision=\{(\w+),", ln) or ["default"])[0] for ln in dots}
+
+    f = write_sweep(tmp_path / "s.toml", TINY)
+    assert dot_precisions(f) == {"highest"}
+    src = (ROOT / "jaxbench" / "experiments" / "example.py").read_text()
+    for value, expected in (("default", {"default"}), ("tensorfloat32", {"high"}), ("fast", None)):
+        (tmp_path / f"ex_{value}.py").write_text(src + f"\nMATMUL_PRECISION = {value!r}\n")
+        g = write_sweep(tmp_path / f"{value}.toml", TINY.replace('"example"', f'"ex_{value}.py"'))
+        if expected is None:
+            assert cli.main(["sweep", str(g), "--out", str(tmp_path / "o")]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "MATMUL_PRECISION = 'fast'" in err[0] and not (tmp_path / "o").exists()
+        else:
+            assert dot_precisions(g) == expected
+    out = sweep.run(f, out=tmp_path / "r", progress=False, plot=False)
+    assert store.load(out).meta["matmul_precision"] == "highest"

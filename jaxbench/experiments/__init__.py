@@ -15,6 +15,10 @@ An experiment module defines:
   the experiment does not return one: True where any floating scalar output is not finite.
 * ``plot(results_dir) -> list[Path]``: draws figures reading only files (`jaxbench.store.load`).
 * optional ``X64 = True``: the experiment runs under ``jax.enable_x64(True)``.
+* optional ``MATMUL_PRECISION``: float32 matrix-product precision of its programs, default
+  "highest" (full float32 on every backend; GPUs would otherwise use TF32, TPUs bfloat16
+  passes); set "default" / "tensorfloat32" / "bfloat16" only where the claims tolerate ~1e-3
+  relative error (`jaxbench.sweep.DEFAULT_MATMUL_PRECISION`).
 * optional ``check(variant)``: raises ValueError (one line) for an invalid combination of
   parameters (variant: a dict of all parameters, keys also readable as attributes);
   `jaxbench.sweep.load` calls it on every variant before anything runs.
