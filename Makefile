@@ -7,7 +7,7 @@ SCALE  ?= default
 SWEEPS ?= $(wildcard sweeps/*.toml)
 SWEEP  ?=
 
-.PHONY: install test test-slow sweep figures bench tpu-sweep clean
+.PHONY: install test test-slow sweep report figures bench tpu-sweep clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test-slow: $(STAMP)
 
 sweep: $(STAMP)
 	@set -e; for f in $(SWEEPS); do $(BIN)/jaxbench sweep $$f --scale $(SCALE); done
+	@if [ "$(SCALE)" = default ]; then $(BIN)/jaxbench report --readme README.md; fi
+
+report: $(STAMP)
+	$(BIN)/jaxbench report --readme README.md
 
 figures: $(STAMP)
 	@set -e; for d in results/*/; do [ -f $$d/meta.json ] && $(BIN)/jaxbench plot $$d; done; true

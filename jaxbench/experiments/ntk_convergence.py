@@ -144,3 +144,32 @@ def plot(results_dir) -> list[Path]:
         ax.set_title(title)
         ax.legend(fontsize=6.5)
     return plotlib.save(fig, results_dir, "ntk_convergence", meta)
+
+
+def claims(results_dir) -> list:
+    """The rate claim per depth (slope of log error on log width within 2 s.e. of -1/2, or within
+    0.05 of it), the NNGP's rate, and the growth of the error with depth at the widest width."""
+    from jaxbench import report
+
+    t = store.load(results_dir).table
+    sel = ~np.asarray(t["diverged"], bool)
+    t = {k: np.asarray(v)[sel] for k, v in t.items()}
+    fits, out = slopes(t), []
+    for metric, what in (("ntk_err", "empirical NTK (NTK parametrization)"), ("nngp_err", "empirical NNGP")):
+        for depth in np.unique(t["depth"]):
+            f = fits.get(f"{metric}/L={int(depth)}")
+            if f is None:
+                continue
+            ok = abs(f["slope"] + 0.5) <= max(2 * f["se"], 0.05)
+            out.append(report.check(
+                f"{what} -> infinite-width kernel at rate width^-1/2, depth {int(depth)}",
+                f"slope {f['slope']:.3f} ± {f['se']:.3f} ({f['points']} points)", "|slope + 0.5| <= max(2 s.e., 0.05)", ok))
+    wide = t["width"] == t["width"].max()
+    depths = np.unique(t["depth"][wide])
+    if len(depths) > 1:
+        errs = [float(np.mean(t["ntk_err"][wide & (t["depth"] == d)])) for d in depths]
+        out.append(report.check(
+            "the fluctuation grows with depth at a fixed width",
+            f"width {int(t['width'].max())}: " + ", ".join(f"L={int(d)}: {e:.3f}" for d, e in zip(depths, errs)),
+            "mean relative error increasing in depth", bool(np.all(np.diff(errs) > 0))))
+    return out
