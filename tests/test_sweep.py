@@ -162,6 +162,26 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_background_compilation_gives_the_sequential_table(tmp_path, monkeypatch):
+    """Buckets traced and compiled in 2 background threads (the default) or one at a time when
+    needed (JAXBENCH_COMPILE_THREADS=0): the same table, bit for bit, one compilation per bucket."""
+    f = write_sweep(tmp_path / "s.toml", TINY.replace("width = [4, 8]", "width = [4, 8, 16]"))
+    tables = {}
+    for threads in ("0", "2"):
+        monkeypatch.setenv("JAXBENCH_COMPILE_THREADS", threads)
+        out = sweep.run(f, out=tmp_path / threads, progress=False, plot=False)
+        tables[threads], meta = _table(out), store.load(out).meta
+        assert meta["compile_threads"] == int(threads)
+        assert [b["compiles"] for b in meta["buckets"]] == [1, 1, 1]
+        assert all(b["wait_s"] >= 0 and b["trace_s"] > 0 for b in meta["buckets"])
+    for k in tables["0"]:
+        np.testing.assert_array_equal(tables["0"][k], tables["2"][k], err_msg=k)
+    monkeypatch.setenv("JAXBENCH_COMPILE_THREADS", "many")
+    with pytest.raises(sweep.SweepError, match="JAXBENCH_COMPILE_THREADS"):
+        sweep.run(f, out=tmp_path / "bad", progress=False, plot=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_every_layout_gives_the_same_table(tmp_path):
     f = write_sweep(tmp_path / "s.toml", TINY.replace("seeds = 2", "seeds = 5").replace("width = [4, 8]", "width = [8]"))
     a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False, inner_batch=0)
