@@ -44,10 +44,13 @@ def _gap_phase(t, meta, base, out):
         inside = (move <= stats.BAR_MOVE) & (dis <= stats.BAR_DISAGREE) & (np.abs(gap) <= stats.BAR_ERR)
         plotlib.heatmap(ax, xs, ys, 100 * dis, xlabel="hidden width m", ylabel="output scale α",
                         cbar_label="test points where sign f ≠ sign f_NTK (%)", vmin=0, vmax=max(vmax, 1e-9),
-                        cmap="magma_r", text=text, outline=inside,
-                        outline_label=f"movement ≤ {stats.BAR_MOVE}, disagreement ≤ {100 * stats.BAR_DISAGREE:g}%,"
-                                      f" |Δ| ≤ {stats.BAR_ERR}")
+                        cmap="magma_r", text=text, outline=inside)
         ax.set_title(f"η = {eta:g}  (cells: disagreement, Δ = clean error − limit's)", fontsize=7.5)
+    handle = plotlib.plt.Line2D([], [], color="red", lw=2)
+    fig.legend([handle], [f"outlined: the issue's bars hold (mean weight movement ≤ {stats.BAR_MOVE}, sign disagreement"
+                          f" ≤ {100 * stats.BAR_DISAGREE:g}%, |Δ| ≤ {stats.BAR_ERR}); mean over "
+                          f"{len(np.unique(t['seed'][base]))} seeds"],
+               loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=7.5, frameon=False)
     return plotlib.save(fig, out, "gap_phase", meta)
 
 
@@ -68,14 +71,15 @@ def _approach(t, meta, base, out):
         ax.set_yscale("log")
         ax.set_xlabel("hidden width m")
         ax.set_ylabel(what, fontsize=8)
-        ax.set_title(f"α = {top:g}; solid: network vs NTK limit,\ndotted: its lazy limit vs NTK limit (kernel part)",
+        ax.set_title(f"α = {top:g}; solid: network vs NTK limit, dotted: its\nlazy limit vs NTK limit (kernel part); zeros not drawn",
                      fontsize=7.5)
         ax.legend(fontsize=6.5, title="slope in m (fit)", title_fontsize=6.5)
     widths = np.unique(t["width"][base])
     eta = stats.hardest_eta(t, base)
     for w, col in zip(widths, _colors(len(widths))):
         sel = base & (t["width"] == w) & (t["eta"] == eta)
-        plotlib.line(c, t, "alpha", "lazy_limit_dist", sel, color=col, label=f"m = {w}")
+        slope = plotlib.loglog_slope(t["alpha"][sel], t["lazy_limit_dist"][sel])[0]
+        plotlib.line(c, t, "alpha", "lazy_limit_dist", sel, color=col, label=f"m = {w}: slope {slope:.2f}")
     keys, mean, _, _ = plotlib.aggregate(t, ["alpha"], "lazy_limit_dist", where=base & (t["eta"] == eta))
     if keys:
         plotlib.slope_guide(c, [k[0] for k in keys], mean[0], -1.0, "∝ 1/α")
@@ -84,7 +88,7 @@ def _approach(t, meta, base, out):
     c.set_xlabel("output scale α")
     c.set_ylabel("|f − f_lazy| / |f_lazy| (lazy limit: Θ₀ fixed)", fontsize=8)
     c.set_title(f"η = {eta:g}: network vs its own α → ∞ limit", fontsize=7.5)
-    c.legend(fontsize=6.5, ncols=2)
+    c.legend(fontsize=6, title="slope in α (fit)", title_fontsize=6)
     return plotlib.save(fig, out, "approach_to_limit", meta)
 
 
@@ -97,7 +101,8 @@ def _laziness(t, meta, base, out):
         sel = base & (t["alpha"] == al)
         t2 = dict(t, scaled=t["weight_move"] * t["alpha"])
         plotlib.line(a, t2, "width", "scaled", sel, color=col, label=f"α = {al:g}")
-        plotlib.line(c, t, "width", "ntk_drift", sel, color=col, label=f"α = {al:g}")
+        drift = plotlib.loglog_slope(t["width"][sel], t["ntk_drift"][sel])[0]
+        plotlib.line(c, t, "width", "ntk_drift", sel, color=col, label=f"α = {al:g}: slope {drift:.2f}")
     if base.any():
         m = np.asarray(widths, float)
         slope, icpt = plotlib.loglog_slope(t["width"][base], (t["weight_move"] * t["alpha"])[base])
@@ -114,8 +119,9 @@ def _laziness(t, meta, base, out):
     c.set_ylabel("‖Θ_T − Θ_0‖_F / ‖Θ_0‖_F (train set)", fontsize=8)
     a.set_title("weight movement × α: one curve if ∝ 1/α", fontsize=8)
     b.set_title("all noise rates pooled (mean ± s.e.)", fontsize=8)
-    c.set_title("NTK drift", fontsize=8)
-    for ax in (a, b, c):
+    c.set_title("NTK drift (legend: fitted slope in m)", fontsize=8)
+    a.legend(fontsize=6.5, loc="upper right")
+    for ax in (b, c):
         ax.legend(fontsize=6.5)
     return plotlib.save(fig, out, "laziness", meta)
 
@@ -168,7 +174,7 @@ def _smoothness(t, meta, ok, out):
     a.set_ylim(-1.05, 1.05)
     a.set_ylabel("Spearman ρ(smoothness measure, excess risk)", fontsize=8)
     a.set_title("one dot per seed (ρ over its (m, α) variants);\nbar: mean over seeds", fontsize=7.5)
-    a.legend(fontsize=6.5, loc="lower left")
+    a.legend(fontsize=6.5, loc="upper right")
     eta = stats.hardest_eta(t, base)
     sel = base & (t["eta"] == eta)
     for sd, col in zip(np.unique(t["seed"][sel]), _colors(len(np.unique(t["seed"][sel])), "tab10")):

@@ -18,14 +18,15 @@ def plot(results_dir):
     diff = np.concatenate([a["nn_diff"][i][: big] for i in rows])
     same = np.concatenate([a["nn_same"][i][: big] for i in rows])
     bins = np.linspace(0, max(diff.max(), same.max()) * 1.02, 60)
-    h.hist(same, bins, alpha=0.6, label="to the nearest same-label image")
-    h.hist(diff, bins, alpha=0.6, label="to the nearest other-label image")
+    c1, _, _ = h.hist(same, bins, alpha=0.6, label="to the nearest same-label image")
+    c2, _, _ = h.hist(diff, bins, alpha=0.6, label="to the nearest other-label image")
+    h.set_ylim(0, 1.55 * max(c1.max(), c2.max()))  # room for the legend above the bars
     h.axvline(np.min(t["sep_min"][rows]), color="k", ls=":", lw=1, label="δ (smallest other-label distance)")
     h.axvline(np.mean(t["median_dist"][rows]), color="0.5", ls="--", lw=1, label="median pairwise distance")
     h.set_xlabel(f"distance (unit-norm pixel vectors), n = {big}")
     h.set_ylabel(f"images ({len(rows)} subsets pooled)")
     h.legend(fontsize=6.5)
-    for col, lab, kw in [("sep_min_rel", "δ / median distance", {"marker": "o"}),
+    for col, lab, kw in [("sep_min", "δ: smallest other-label distance", {"marker": "o"}),
                          ("nn_diff_q01", "1% quantile of nn_diff", {"marker": "s"}),
                          ("nn_diff_med", "median nn_diff", {"marker": "^"}),
                          ("nn_same_med", "median nn_same", {"marker": "v", "ls": "--"}),
@@ -33,8 +34,9 @@ def plot(results_dir):
         plotlib.line(s, t, "n", col, np.ones(len(t["n"]), bool), label=lab, **kw)
     s.set_xscale("log", base=2)
     s.set_xlabel("subset size n (random, per seed)")
-    s.set_ylabel("distance (δ row: relative)")
-    s.set_title(f"mean ± s.e. over {len(np.unique(t['seed']))} subsets per n", fontsize=8)
+    s.set_ylabel("distance (unit-norm pixel vectors)")
+    s.set_title(f"mean ± s.e. over {len(np.unique(t['seed']))} subsets per n;\nmedian pairwise "
+                f"distance {np.mean(t['median_dist']):.2f}", fontsize=7.5)
     s.legend(fontsize=6.5)
     cm = np.nanmean(np.stack([a["class_min"][i] for i in rows]), axis=0)
     plotlib.heatmap(c, np.arange(10), np.arange(10), cm, xlabel="digit", ylabel="digit",

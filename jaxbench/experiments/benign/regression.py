@@ -17,7 +17,8 @@ interpolate).
 
 Per variant: training and test MSE (test against the noiseless f*, i.e. the excess risk; the
 Bayes risk on noisy test labels is sigma^2), laziness (weight movement, NTK drift, lambda_min of
-``Theta_0``), and the infinite-width limit of the same run in closed form.
+``Theta_0``), ``init_scale`` (the initialization noise s: alpha uncentred, init_noise centred),
+and the infinite-width limit of the same run in closed form.
 In the lazy limit GD on the square loss gives, with ``K`` the NTK, ``Sigma`` the NNGP kernel of h
 and ``g(K) = K^{-1} (I - (I - lr K / n)^T)`` (Lee et al. 2019, arXiv 1902.06720),
 ``f_T(x) = f_0(x) + K(x, X) g(K) (y - f_0(X))``. With ``A = K(x, X) g(K)``:
@@ -55,9 +56,9 @@ PARAMS = {
     "n_log": positive(int, default=8),
     "parametrization": one_of("ntk", "standard", default="ntk"),
     "inputs": one_of("sqrt_d", "unit", default="sqrt_d"),
-    "centered": static(bool, False),
+    "centered": static(bool, True),
     "sigma": in_range(0.0, 10.0, default=0.5),
-    "alpha": positive(float, default=1.0, kind="traced"),
+    "alpha": positive(float, default=16.0, kind="traced"),
     "init_noise": in_range(0.0, 1e3, default=0.0),
     "lr": positive(float, default=2.0, kind="traced"),
 }
@@ -136,6 +137,7 @@ def run_one(s, p, key):
         a, ntk.relu_nngp(x, None, spec=spec), ntk.relu_nngp(xt, x, spec=spec), nngp_diag))
     label_mse = jnp.mean((a @ y - yt) ** 2)
     out.update({
+        "init_scale": jnp.asarray(init_scale, f.dtype),
         "ntk_inf_min_eig": lam_inf,
         "ntk_limit_mse": jnp.mean((f_lim - yt) ** 2),
         "ntk_limit_dist": jnp.linalg.norm(f - f_lim) / jnp.linalg.norm(f_lim),
