@@ -120,7 +120,8 @@ def _laziness(t, meta, base, out):
     a.set_title("weight movement × α: one curve if ∝ 1/α", fontsize=8)
     b.set_title("all noise rates pooled (mean ± s.e.)", fontsize=8)
     c.set_title("NTK drift (legend: fitted slope in m)", fontsize=8)
-    a.legend(fontsize=6.5, loc="upper right")
+    a.set_ylim(a.get_ylim()[0] / 2.5, a.get_ylim()[1])  # room for the legend below the curves
+    a.legend(fontsize=6.5, loc="lower left")
     for ax in (b, c):
         ax.legend(fontsize=6.5)
     return plotlib.save(fig, out, "laziness", meta)
@@ -174,7 +175,8 @@ def _smoothness(t, meta, ok, out):
     a.set_ylim(-1.05, 1.05)
     a.set_ylabel("Spearman ρ(smoothness measure, excess risk)", fontsize=8)
     a.set_title("one dot per seed (ρ over its (m, α) variants);\nbar: mean over seeds", fontsize=7.5)
-    a.legend(fontsize=6.5, loc="upper right")
+    a.set_ylim(a.get_ylim()[0] / 2.5, a.get_ylim()[1])  # room for the legend below the curves
+    a.legend(fontsize=6.5, loc="lower left")
     eta = stats.hardest_eta(t, base)
     sel = base & (t["eta"] == eta)
     for sd, col in zip(np.unique(t["seed"][sel]), _colors(len(np.unique(t["seed"][sel])), "tab10")):
