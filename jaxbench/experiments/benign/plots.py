@@ -175,7 +175,6 @@ def _smoothness(t, meta, ok, out):
     a.set_ylim(-1.05, 1.05)
     a.set_ylabel("Spearman ρ(smoothness measure, excess risk)", fontsize=8)
     a.set_title("one dot per seed (ρ over its (m, α) variants);\nbar: mean over seeds", fontsize=7.5)
-    a.set_ylim(a.get_ylim()[0] / 2.5, a.get_ylim()[1])  # room for the legend below the curves
     a.legend(fontsize=6.5, loc="lower left")
     eta = stats.hardest_eta(t, base)
     sel = base & (t["eta"] == eta)
