@@ -179,8 +179,20 @@ def test_distance_to_q_matches_brute_force_on_random_points():
 
 
 def test_branch_dimensions_and_separation_count():
+    """The formulas on hand-made owners (the tangent dimension is checked numerically below)."""
+    for own, z, extra, tangent, count in (([0, 1, 0, 1, -1, -1], 2, 2, 2 + 10, 14 + 10),
+                                          ([0, 1, 0, 1, 0, 1], 0, 4, 4, 12 + 20 - 2),
+                                          ([0, 1, -1, -1, -1, -1], 4, 0, 20, 16)):
+        with jax.enable_x64(True):
+            dims = tuple(map(int, G.branch_dims(jnp.asarray(own), 2, 5)))
+            assert dims == (z, extra, 12 + z, tangent)
+            assert int(G.separation_count(jnp.asarray(own), 2, 5)) == count
+
+
+@pytest.mark.slow
+def test_tangent_dimension_is_the_corank_of_the_hessian_of_dist2():
     """Tangent dimension of Q* at a split point = P - rank of the Hessian of dist^2 (numerical,
-    from the distance function); the count's formula on hand-made owners."""
+    from the distance function, independent of the branch's parameterization)."""
     d, k, m = 3, 2, 4
     a, w, owner, a_s, w_s = _split_point(d, k, m, m, 0.5, seed=2)
     with jax.enable_x64(True):
@@ -188,8 +200,6 @@ def test_branch_dimensions_and_separation_count():
         h = jax.hessian(lambda th: G.dist2_q(*G.unflat(th, d), a_s, w_s))(G.flat(jnp.asarray(a), jnp.asarray(w)))
     assert (z, extra, rank) == (1, 1, k * (d + 1) + 1)
     assert m * (d + 1) - np.linalg.matrix_rank(np.asarray(h), tol=1e-8) == tangent == extra + d * z
-    for own, count in (([0, 1, 0, 1, -1, -1], 14 + 10), ([0, 1, 0, 1, 0, 1], 12 + 20 - 2), ([0, 1, -1, -1, -1, -1], 16)):
-        assert int(G.separation_count(jnp.asarray(own), 2, 5)) == count
 
 
 # ----------------------------------------------------------------------------- must hold: ODE vs GD

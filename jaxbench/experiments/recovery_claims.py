@@ -219,8 +219,8 @@ def _random(t, ok) -> list:
     p = _one(t, "params_active", ok)
     lo, hi = conv & (t["n"] <= k * (d + 1)), conv & (t["n"] >= p - 2)
     g_lo, g_hi = np.asarray(t["generalizes"], bool)[lo], np.asarray(t["generalizes"], bool)[hi]
-    fr = [(int(n), _frac(t, conv, "generalizes", n)) for n in ns]
-    rho = _spearman([n for n, _ in fr], [f for _, f in fr])
+    fr = [(int(n), _frac(t, conv, "generalizes", n)) for n in ns if np.any(conv & (t["n"] == n))]
+    rho = _spearman([n for n, _ in fr], [f for _, f in fr]) if len(fr) >= 3 else np.nan
     other_hi = int(np.sum(conv & np.asarray(t["other_min"], bool) & (t["n"] >= p)))
     return [
         report.check("random-init runs reach zero train loss (<= 1e-24) so the fractions rest on converged runs",
@@ -233,7 +233,7 @@ def _random(t, ok) -> list:
             f"{int(g_hi.sum())}/{len(g_hi)} at n >= P - 2 = {p - 2}; rank correlation with n {rho:.2f}; 50% reached at n = "
             f"{first_n(t, conv, 'generalizes', 0.5)}",
             "<= 5% at n <= k(d+1), >= 90% at n >= P - 2, increasing",
-            g_lo.mean() <= 0.05 and g_hi.mean() >= 0.9 and rho > 0.8),
+            (g_lo.mean() <= 0.05 and g_hi.mean() >= 0.9 and rho > 0.8) if g_lo.size and g_hi.size else None),
         report.check("(ours) for n >= P (more equations than parameters) no zero-loss point outside Q* is found",
                      f"{other_hi} non-Q* zero-loss points among {int(np.sum(conv & (t['n'] >= p)))} converged runs at n >= {p}",
                      "none", other_hi == 0)]

@@ -63,7 +63,7 @@ def separation_figures(t, ok, meta, out):
                  "dots: each run, lines: nearest per n", fontsize=8)
     paths += plotlib.save(fig, out, "separation", meta)
 
-    fig, axes = plotlib.figure(2, len(combos), width=3.0, height=2.7)
+    fig, axes = plotlib.figure(2, len(combos), width=3.0 if len(combos) >= 3 else 5.5, height=2.7)
     for j, (m, sp) in enumerate(combos):
         b = ok & (t["m"] == m) & (t["split"] == sp)
         ns = np.unique(t["n"][b])
@@ -89,8 +89,8 @@ def separation_figures(t, ok, meta, out):
     axes[0, 0].legend(fontsize=5, loc="center right")
     axes[1, 0].legend(fontsize=5, loc="lower right")
     fig.suptitle("top: end points in Q* (train <= 1e-24 and test <= 1e-16); bottom: distance to Q* of the end "
-                 "point over that of the start at the smallest eps (a zero-loss set of dimension P - n keeps an isotropic "
-                 "perturbation's share (P - n - dim T Q*) / P, first order)", fontsize=8)
+                 "point over that of the start at the smallest eps\n(a zero-loss set of dimension P - n keeps an "
+                 "isotropic perturbation's share (P - n - dim T Q*) / P, first order)", fontsize=8)
     paths += plotlib.save(fig, out, "endpoints", meta)
     return paths
 
