@@ -138,8 +138,9 @@ class _Program:
     code never runs twice. Layout (``inner_batch``): 0 is one ``vmap`` over the whole chunk;
     k > 0 is ``lax.map`` over sub-batches of k vmapped variants (one device only; chunk sizes
     are then multiples of k); "auto" picks per bucket: ``cpu_inner_batch`` on one CPU device,
-    vmap on accelerators and when the variant axis is sharded over several devices. Every
-    layout gives the same results.
+    vmap on accelerators and when the variant axis is sharded over several devices; an
+    experiment's ``CPU_INNER_BATCH`` replaces the FLOP rule on CPU. Every layout gives the same
+    results.
     """
 
     def __init__(self, sweep: Sweep, bucket: Bucket, sharding, inner_batch: int | str = "auto"):
@@ -170,7 +171,9 @@ class _Program:
         if jax.local_device_count() > 1:
             inner_batch = 0
         elif inner_batch == "auto":
-            inner_batch = cpu_inner_batch(self.variant_flops) if jax.default_backend() == "cpu" else 0
+            preferred = getattr(self.module, "CPU_INNER_BATCH", None)  # the experiment knows its loops
+            rule = cpu_inner_batch(self.variant_flops) if preferred is None else int(preferred)
+            inner_batch = rule if jax.default_backend() == "cpu" else 0
         self.inner_batch = int(inner_batch)
         self.trace_s = time.perf_counter() - t0
 

@@ -200,6 +200,20 @@ def test_every_layout_gives_the_same_table(tmp_path):
     assert [bk["chunk_size"] for bk in store.load(tmp_path / "map3").meta["buckets"]] == [12]  # 10 variants
 
 
+def test_an_experiment_can_set_its_cpu_layout():
+    """``CPU_INNER_BATCH`` on the module replaces the FLOP rule (run_one's uneven loops); an explicit
+    inner_batch still wins."""
+    ex = experiments.get("example")
+    mod = types.SimpleNamespace(**{k: getattr(ex, k) for k in ("NAME", "PARAMS", "run_one", "plot")},
+                                CPU_INNER_BATCH=1)
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("v",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("v"))
+    bucket = sweep.Bucket(dict(width=16, depth=3, n=128, n_test=128, d=16, steps=200, n_log=2), (0,))
+    sw = types.SimpleNamespace(module=mod)
+    assert sweep._Program(sw, bucket, sharding).inner_batch == (1 if jax.default_backend() == "cpu" else 0)
+    assert sweep._Program(sw, bucket, sharding, inner_batch=0).inner_batch == 0
+
+
 def test_auto_layout_rule_follows_the_flop_count():
     """The per-bucket CPU rule: small variants in one vmap, larger ones in lax.map over vmapped batches."""
     assert sweep.cpu_inner_batch(sweep.CPU_VMAP_BELOW_FLOPS / 2) == 0

@@ -19,6 +19,11 @@ An experiment module defines:
   "highest" (full float32 on every backend; GPUs would otherwise use TF32, TPUs bfloat16
   passes); set "default" / "tensorfloat32" / "bfloat16" only where the claims tolerate ~1e-3
   relative error (`jaxbench.sweep.DEFAULT_MATMUL_PRECISION`).
+* optional ``CPU_INNER_BATCH``: int, the chunk layout on one CPU device in place of the engine's
+  FLOP rule (`jaxbench.sweep.cpu_inner_batch`): 0 = one vmap over the chunk, k = ``lax.map`` over
+  vmapped batches of k. Variants whose loops run very unequal lengths (adaptive ODE solvers,
+  iterate-until-converged) are faster in small batches: a vmapped loop runs until its slowest
+  variant is done. ``--inner-batch`` still overrides it.
 * optional ``check(variant)``: raises ValueError (one line) for an invalid combination of
   parameters (variant: a dict of all parameters, keys also readable as attributes);
   `jaxbench.sweep.load` calls it on every variant before anything runs.

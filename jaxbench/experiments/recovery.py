@@ -1,36 +1,37 @@
-"""Local recovery of global minima of two-layer networks (L. Zhang, Y. Zhang, T. Luo, arXiv 2309.00508).
+"""Geometry and local recovery of global minima of two-layer networks (L. Zhang, Y. Zhang,
+T. Luo, arXiv 2309.00508); docs/experiments/local_recovery.md.
 
 Claim (abstract): at overparameterization, the global minima with zero generalization error
 become geometrically separated from the other global minima as the sample size n grows, and
-gradient flow started near them converges to them: the target is locally recovered.
+gradient flow near them converges at a characterized rate: the target is locally recovered.
 
-Our setting (a reconstruction: the paper's constants are not used). Teacher
-``f*(x) = sum_{j<k} a*_j sigma(w*_j . x)`` and student ``f(x) = sum_{i<m} a_i sigma(w_i . x)``,
-m >= k, no biases, x ~ N(0, I_d), sigma = tanh (analytic, as the theory needs) or relu (an
-out-of-theory contrast). Teacher: orthonormal w*_j (a random k-frame, k <= d), a*_j = +-U[0.5, 1.5]
-(bounded away from 0, so the teacher really has k neurons). Loss ``L = (1/2n) sum_i (f(x_i) - y_i)^2``
-with y = f*(x) (no noise).
+Setting (our reconstruction; the paper's constants are not used): teacher
+``f* = sum_{j<k} a*_j tanh(w*_j . x)``, student ``f = sum_{i<m} a_i tanh(w_i . x)``, no biases,
+x ~ N(0, I_d), noise-free labels, float64. ``theta_Q``: a split point of the zero-generalization
+set Q* (`recovery_geometry.split_point`: teacher copies and zero-output neurons, the branch set
+by ``split``). Per variant:
 
-* init "local": a point theta_Q of the zero-generalization-error set Q* — student neuron i < k
-  copies teacher neuron i; of the m - k surplus neurons the first ``round(split (m - k))`` copy
-  teacher neuron ``i mod k`` (the copies of neuron j get output weights that are positive
-  fractions of a*_j summing to a*_j), the rest get a_i = 0 and w_i ~ N(0, I_d / d) — then every
-  parameter is moved by ``epsilon ||theta_Q|| xi / ||xi||``, xi ~ N(0, I) (relative perturbation).
-* init "random": w_i ~ N(0, I_d / d), a_i ~ N(0, 1 / m); epsilon is unused.
+* geometry at theta_Q: ``threshold`` = rank of the Jacobian on n_rank fresh inputs (the model
+  rank: the n at which the samples pin theta down to first order), ``rank_n`` = rank of the
+  n x P train Jacobian, ``tangent_dim`` of Q* at theta_Q and ``excess_dim = dim ker J_n -
+  tangent_dim`` (directions of ker J_n not tangent to Q*);
+* a start: ``init = "local"``: theta_Q moved by ``epsilon ||theta_Q|| xi / ||xi||`` (xi ~ N(0, I)
+  on the active neurons); ``"random"``: w ~ N(0, I/d), a ~ N(0, 1/m);
+* a descent (``method``): gradient flow as an ODE (``gf``), gradient descent (``gd``) or
+  Levenberg-Marquardt (``lm``), `recovery_dynamics`;
+* outcomes: relative train loss, test error ``test = E (f - f*)^2 / Var f*`` at the end and its
+  ratio to the start (``recovered_rel``: ratio <= rec_rel; ``recovered_abs``: test <= rec_abs),
+  ``converged`` (train loss <= loss_tol: a global minimum reached), ``generalizes`` /
+  ``overfits`` (converged and recovered_rel / not), ``in_q`` / ``other_min`` (converged with
+  test <= q_tol / not: the end point is in Q* / another global minimum), the distance of start
+  and end to Q* modulo permutations and sign flips (`recovery_geometry.dist_q`), the rank of
+  J_n at the end point, rate fits of the loss curve and the exponential rate predicted at the
+  end point, ``2 mu_min`` (mu_min: smallest nonzero eigenvalue of J_n J_n^T / n); ``codim``
+  (P - tangent_dim) and ``sep_count`` (`recovery_geometry.separation_count`).
 
-Gradient descent ``theta <- theta - lr grad L`` in float64 stands in for gradient flow (time
-t = steps * lr; the tests check that halving lr at equal t keeps the outcome) and stops when
-the relative train loss ``mean (f - y)^2 / Var f*`` is <= loss_tol, or after ``steps`` steps.
-Var f* and the test error use n_test fresh inputs. ``recovered``: relative test MSE <= rec_tol.
-``interpolated``: relative train loss <= loss_tol (zero train loss up to the tolerance). k (d + 1)
-is the teacher's parameter count (the optimistic sample size of the rank picture), hence the
-axis n / (k (d + 1)). Rate fits use the late curve (t within a factor ``fit_window`` of the last
-recorded t): slope of log L against t (exponential rate) and against log t (power law), with R^2.
-
-Shapes: n and m are traced (swept inside one compilation): data are drawn for n_max points and
-the loss masks rows >= n (the samples of different n are nested, which couples the n axis);
-the student has m_max neurons of which those >= m sit at a = 0, w = 0, where sigma(0) = 0 makes
-their gradient exactly zero, so they never move and never contribute.
+Shapes: n and m are traced. Data are drawn for n_max points and rows >= n are masked (samples of
+different n are nested); the student has m_max neurons, those >= m at a = w = 0 (tanh(0) = 0
+freezes them). Everything but the loop lengths is traced: one compilation per (init, method).
 """
 
 from __future__ import annotations
@@ -40,48 +41,61 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbench.experiments import in_range, one_of, positive, traced
+from jaxbench.experiments import recovery_dynamics as D
+from jaxbench.experiments import recovery_geometry as G
 
 NAME = "local_recovery"
 X64 = True
+# lax.map over single variants on CPU: ODE solves take 100-2000 adaptive steps and descents
+# 5-300 iterations, and a vmapped loop runs until its slowest variant is done (measured: 30
+# gradient-flow variants, 2.0 s + 4.8 s compile against 23.6 s + 26 s as one vmap)
+CPU_INNER_BATCH = 1
 
 PARAMS = {
     "d": positive(int, 5),
     "k": positive(int, 2),
-    "n_max": positive(int, 64),
+    "n_max": positive(int, 24),
     "m_max": positive(int, 8),
-    "n_test": positive(int, 2000),
-    "steps": positive(int, 20000),
-    "n_log": positive(int, 24),
-    "activation": one_of("tanh", "relu", default="tanh"),
+    "n_test": positive(int, 1000),
+    "n_rank": positive(int, 200),
+    "n_save": positive(int, 56),
+    "steps": positive(int, 2000),
     "init": one_of("local", "random", default="local"),
-    "n": positive(int, 24, kind="traced"),
+    "method": one_of("gf", "gd", "lm", default="gf"),
+    "n": positive(int, 16, kind="traced"),
     "m": positive(int, 6, kind="traced"),
-    "epsilon": in_range(0.0, 10.0, default=1e-2),
     "split": in_range(0.0, 1.0, default=0.5),
+    "epsilon": in_range(0.0, 10.0, default=0.01),
+    "t_max": traced(float, 1e10, lambda v: v > 0, "must be > 0"),
+    "decades": in_range(1.0, 14.0, default=11.0),
+    "rtol": in_range(1e-13, 1e-3, default=1e-8),
     "lr": traced(float, 0.2, lambda v: v > 0, "must be > 0"),
-    "loss_tol": in_range(0.0, 1.0, default=1e-9),
-    "rec_tol": in_range(0.0, 1.0, default=1e-6),
-    "fit_window": in_range(1.0, 1e6, default=10.0),
+    "loss_tol": in_range(0.0, 1.0, default=1e-24),
+    "q_tol": in_range(0.0, 1.0, default=1e-16),
+    "rec_rel": in_range(0.0, 1.0, default=1e-3),
+    "rec_abs": in_range(0.0, 1.0, default=1e-6),
+    "rank_rtol": in_range(1e-15, 1e-2, default=1e-9),
+    "fit_floor": in_range(0.0, 1.0, default=1e-22),
+    "fit_window": in_range(1.0, 1e6, default=100.0),
 }
-
-_ACT = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 def check(v: dict) -> None:
-    """Cross-parameter checks on one variant's values (ValueError with one clear line)."""
+    """Cross-parameter checks on one variant (ValueError with one clear line)."""
     if v["k"] > v["d"]:
         raise ValueError(f"k = {v['k']} > d = {v['d']}: the teacher neurons are orthonormal")
     if not v["k"] <= v["m"] <= v["m_max"]:
         raise ValueError(f"m = {v['m']}: need k = {v['k']} <= m <= m_max = {v['m_max']}")
+    if v["m_max"] > G.MAX_NEURONS:
+        raise ValueError(f"m_max = {v['m_max']} > {G.MAX_NEURONS}: the distance to Q* enumerates 3^m_max splits")
     if v["n"] > v["n_max"]:
         raise ValueError(f"n = {v['n']} > n_max = {v['n_max']}")
-    if v["steps"] < 2 * v["n_log"]:
-        raise ValueError(f"steps = {v['steps']} must be >= 2 n_log = {2 * v['n_log']}")
-
-
-def forward(act, a, w, x):
-    """Two-layer network without biases. a: (m,), w: (d, m), x: (n, d) -> (n,)."""
-    return act(x @ w) @ a
+    if v["n_rank"] > v["n_test"]:
+        raise ValueError(f"n_rank = {v['n_rank']} > n_test = {v['n_test']}: the rank rows are test inputs")
+    if v["n_save"] < 4:
+        raise ValueError(f"n_save = {v['n_save']}: need >= 4 saved points")
+    if v["method"] != "gf" and v["steps"] < v["n_save"]:
+        raise ValueError(f"steps = {v['steps']} < n_save = {v['n_save']}: the curve records distinct iterations")
 
 
 def _draw(key, shapes: dict, dtype):
@@ -92,195 +106,123 @@ def _draw(key, shapes: dict, dtype):
     return {k: flat[i:j].reshape(s) for (k, s), i, j in zip(shapes.items(), cuts[:-1], cuts[1:])}
 
 
-def teacher(g_a, g_w):
-    """Teacher ``(a* (k,), w* (d, k))`` from standard normals g_a (k,) and g_w (d, k), k <= d.
-
-    a*_j = sign(g) (0.5 + U), U uniform on [0, 1) made from |g|; the w*_j are orthonormal (Q of
-    the QR of g_w, signs fixed: a uniformly random k-frame). Orthonormal unit-norm teacher
-    neurons keep the Gauss-Newton matrix at Q* better conditioned than i.i.d. N(0, I/d) ones
-    (measured for d = 5, k = 2: smallest/largest eigenvalue ~1/85 against 1/300 to 1/1000),
-    which gradient descent on 2 CPU cores needs.
-    """
-    u = jax.scipy.special.ndtr(jnp.abs(g_a)) * 2.0 - 1.0  # |g| is half-normal -> U[0, 1)
-    q, r = jnp.linalg.qr(g_w)
-    return jnp.sign(g_a) * (0.5 + u), q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0)
-
-
-def split_init(g_w, g_u, a_star, w_star, m, split):
-    """A point of Q* with m active neurons (of m_max): teacher copies plus zero-output neurons.
-
-    Args:
-      g_w: (d, m_max) standard normals (input weights of zero-output neurons, times 1/sqrt(d));
-      g_u: (m_max,) standard normals (the split proportions); m: active neurons, k <= m <= m_max;
-      split: fraction of the m - k surplus neurons that copy a teacher neuron.
-    Returns ``(a (m_max,), w (d, m_max), owner (m_max,))``: owner[i] is the teacher neuron that
-    neuron i copies, -1 for a zero-output neuron, -2 for an inactive one (a = 0, w = 0). Copies
-    of neuron j have output weights ``a*_j p_i``, p_i > 0 summing to one: f = f* up to rounding.
-    """
-    d, m_max = g_w.shape
-    k = a_star.shape[0]
-    i = jnp.arange(m_max)
-    n_split = jnp.round(split * (m - k)).astype(i.dtype)
-    owner = jnp.where(i < k + n_split, i % k, jnp.where(i < m, -1, -2))
-    copies = owner >= 0
-    safe = jnp.where(copies, owner, 0)
-    u = jnp.where(copies, 0.5 + jax.scipy.special.ndtr(g_u), 0.0)  # in (0.5, 1.5)
-    group = jax.ops.segment_sum(u, safe, num_segments=k)
-    a = jnp.where(copies, a_star[safe] * u / group[safe], 0.0)
-    w = jnp.where(copies[None, :], w_star[:, safe], jnp.where(owner == -1, g_w / jnp.sqrt(d), 0.0))
-    return a, w, owner
-
-
-def log_grid(steps: int, n_log: int) -> np.ndarray:
-    """n_log strictly increasing step counts from 1 to ``steps``, about geometric."""
-    g = np.round(np.geomspace(1, steps, n_log)).astype(int)
-    for j in range(1, n_log):
-        g[j] = max(g[j], g[j - 1] + 1)
-    for j in range(n_log - 1, 0, -1):  # the end stays at steps; only the first few move
-        g[j - 1] = min(g[j - 1], g[j] - 1)
-    return g
-
-
-def masked_slope(x, y, mask):
-    """Least-squares slope of y on x over the mask, and R^2 (nan with fewer than 3 points).
-
-    Used only on points with distinct x (sxx > 0)."""
-    w = mask.astype(x.dtype)
-    cnt = w.sum()
-    mx, my = (w * x).sum() / cnt, (w * y).sum() / cnt
-    sxx, syy = (w * (x - mx) ** 2).sum(), (w * (y - my) ** 2).sum()
-    sxy = (w * (x - mx) * (y - my)).sum()
-    ok = cnt >= 3
-    # a flat curve (syy = 0, e.g. a relu net with dead units) is fitted exactly by slope 0
-    r2 = jnp.where(syy > 0, sxy**2 / (sxx * jnp.where(syy > 0, syy, 1.0)), 1.0)
-    return jnp.where(ok, sxy / sxx, jnp.nan), jnp.where(ok, r2, jnp.nan)
-
-
-def gradient_descent(act, a, w, x, y, row_mask, lr, scale, loss_tol, grid):
-    """GD on ``L = (1/2n) sum_{rows in mask} (f - y)^2`` until ``L_rel <= loss_tol`` or grid[-1] steps.
-
-    ``L_rel = mean_mask (f - y)^2 / scale`` (= 2 L / scale). Args: x (n_max, d), y (n_max,),
-    row_mask (n_max,) bool; grid: (n_log,) static step counts where the loss is recorded.
-    Returns ``(a, w, steps_done, path_length, curve_steps (n_log + 1,), curve_loss (n_log + 1,))``
-    with the curves starting at step 0 and holding L_rel.
-    """
-    wts = row_mask.astype(x.dtype) / row_mask.sum()
-
-    def rel_loss(p):
-        return jnp.sum(wts * (forward(act, p[0], p[1], x) - y) ** 2) / scale
-
-    value_and_grad = jax.value_and_grad(rel_loss)
-    step = 0.5 * scale * lr  # grad L = (scale / 2) grad L_rel
-
-    def segment(carry, end):
-        def cond(c):
-            return (c[1] < end) & (c[2] > loss_tol)
-
-        def body(c):
-            p, i, _, g, path = c
-            p = jax.tree.map(lambda q, gi: q - step * gi, p, g)
-            val, g_new = value_and_grad(p)  # one forward/backward per step: loss of the new p
-            gnorm = jnp.sqrt(sum(jnp.sum(gi**2) for gi in g))
-            return p, i + 1, val, g_new, path + step * gnorm
-
-        carry = jax.lax.while_loop(cond, body, carry)
-        return carry, (carry[1], carry[2])
-
-    zero = jnp.zeros((), jnp.int32)
-    loss0, g0 = value_and_grad((a, w))
-    carry0 = ((a, w), zero, loss0, g0, jnp.zeros((), x.dtype))
-    (p, i, _, _, path), (steps, loss) = jax.lax.scan(segment, carry0, jnp.asarray(grid, jnp.int32))
-    return (p[0], p[1], i, path, jnp.concatenate([zero[None], steps]),
-            jnp.concatenate([loss0[None], loss]))
-
-
-def initial_point(static, traced, g, a_star, w_star):
-    """``(a0, w0)`` of shapes (m_max,), (d, m_max) for ``static.init`` (see module docstring)."""
-    m = traced["m"]
+def start(static, tr, g, a_q, w_q, active):
+    """The start theta0 (P,) for ``static.init``: theta_Q + relative perturbation, or random."""
+    xi = jnp.where(active, 1.0, 0.0)
     if static.init == "random":
-        active = jnp.arange(static.m_max) < m
-        a0 = jnp.where(active, g["xi_a"] / jnp.sqrt(m.astype(g["xi_a"].dtype)), 0.0)
-        return a0, jnp.where(active[None, :], g["xi_w"] / jnp.sqrt(static.d), 0.0)
-    a0, w0, owner = split_init(g["w_free"], g["u"], a_star, w_star, m, traced["split"])
-    active = owner > -2
-    xa, xw = jnp.where(active, g["xi_a"], 0.0), jnp.where(active[None, :], g["xi_w"], 0.0)
-    norm_q = jnp.sqrt(jnp.sum(a0**2) + jnp.sum(w0**2))
-    r = traced["epsilon"] * norm_q / jnp.sqrt(jnp.sum(xa**2) + jnp.sum(xw**2))
-    return a0 + r * xa, w0 + r * xw
+        m = tr["m"].astype(a_q.dtype)
+        return G.flat(xi * g["xi_a"] / jnp.sqrt(m), xi[None, :] * g["xi_w"] / jnp.sqrt(static.d))
+    theta_q = G.flat(a_q, w_q)
+    direction = G.flat(xi * g["xi_a"], xi[None, :] * g["xi_w"])
+    return theta_q + tr["epsilon"] * jnp.linalg.norm(theta_q) * direction / jnp.linalg.norm(direction)
 
 
-def run_one(static, traced, key):
-    """One variant: scalars (table columns) and the loss curve (``curve_t``, ``curve_loss``)."""
-    if static.k > static.d:
-        raise ValueError(f"k = {static.k} > d = {static.d}: the teacher neurons are orthonormal")
-    act = _ACT[static.activation]
+def descend(static, tr, theta0, x, y, rows, scale):
+    """Runs ``static.method``; returns (times (n_save,), thetas (n_save, P), t_stop, work, ok):
+    time is gradient-flow time for gf and gd (steps * lr), the iteration count for lm."""
+    d = static.d
+    if static.method == "gf":
+        ts = D.save_times(tr["t_max"], static.n_save, tr["decades"])
+        thetas, t_stop, work, ok = D.gradient_flow(theta0, x, y, rows, scale, ts, rtol=tr["rtol"],
+                                                   stop_loss=1e-2 * tr["loss_tol"], max_steps=static.steps, d=d)
+        return ts, thetas, t_stop, work, ok
+    grid = D.log_grid(static.steps, static.n_save)
+    if static.method == "gd":
+        counts, _, thetas = D.gradient_descent(theta0, x, y, rows, scale, tr["lr"], tr["loss_tol"], grid, d=d)
+        times = counts.astype(x.dtype) * tr["lr"]
+    else:
+        counts, _, thetas = D.levenberg_marquardt(theta0, x, y, rows, scale, tr["loss_tol"], grid, d=d)
+        times = counts.astype(x.dtype)
+    return times, thetas, times[-1], counts[-1], jnp.ones((), bool)
+
+
+def run_one(static, tr, key):
+    """One variant: scalar outputs (table columns) and curves (``curve_t``, ``curve_loss``,
+    ``curve_test``, each (n_save,)); see the module docstring."""
     dtype = jnp.zeros(()).dtype
     d, k, mm = static.d, static.k, static.m_max
-    g = _draw(key, {"a_star": (k,), "w_star": (d, k), "x": (static.n_max, d),
-                    "x_test": (static.n_test, d), "w_free": (d, mm), "u": (mm,),
-                    "xi_a": (mm,), "xi_w": (d, mm)}, dtype)
-    a_star, w_star = teacher(g["a_star"], g["w_star"])
+    g = _draw(key, {"a_star": (k,), "w_star": (d, k), "x": (static.n_max, d), "x_test": (static.n_test, d),
+                    "w_free": (d, mm), "u": (mm,), "xi_a": (mm,), "xi_w": (d, mm)}, dtype)
+    a_star, w_star = G.teacher(g["a_star"], g["w_star"])
     x, x_test = g["x"], g["x_test"]
-    y, y_test = forward(act, a_star, w_star, x), forward(act, a_star, w_star, x_test)
-    var_f = jnp.var(y_test)
-    rows = jnp.arange(static.n_max) < traced["n"]
-    a0, w0 = initial_point(static, traced, g, a_star, w_star)
+    y, y_test = G.forward(a_star, w_star, x), G.forward(a_star, w_star, x_test)
+    scale = jnp.var(y_test)
+    n, m = tr["n"], tr["m"]
+    rows = jnp.arange(static.n_max) < n
+    a_q, w_q, owner = G.split_point(g["w_free"], g["u"], a_star, w_star, m, tr["split"])
+    active = owner > -2
+    p_active = m * (d + 1)
 
-    a, w, steps_done, path, c_steps, c_loss = gradient_descent(
-        act, a0, w0, x, y, rows, traced["lr"], var_f, traced["loss_tol"],
-        log_grid(static.steps, static.n_log))
+    # geometry at theta_Q
+    threshold, gap = G.numerical_rank(G.jacobian(a_q, w_q, x_test[:static.n_rank]), tr["rank_rtol"])
+    rank_n, _ = G.numerical_rank(rows[:, None] * G.jacobian(a_q, w_q, x), tr["rank_rtol"])
+    zero_out, extra_copies, rank_formula, tangent_dim = G.branch_dims(owner, k, d)
 
-    def test_rel(a_, w_):
-        return jnp.mean((forward(act, a_, w_, x_test) - y_test) ** 2) / var_f
+    theta0 = start(static, tr, g, a_q, w_q, active)
+    times, thetas, t_stop, work, ok = descend(static, tr, theta0, x, y, rows, scale)
 
-    train = jnp.sum(jnp.where(rows, (forward(act, a, w, x) - y) ** 2, 0.0)) / rows.sum() / var_f
-    test = test_rel(a, w)
-    # A variant outside k <= m <= m_max, n <= n_max (see `check`) gets nan metrics (diverged).
-    bad = (traced["m"] < k) | (traced["m"] > mm) | (traced["n"] > static.n_max)
+    def train_test(theta):
+        a, w = G.unflat(theta, d)
+        train = jnp.sum(jnp.where(rows, (G.forward(a, w, x) - y) ** 2, 0.0)) / n / scale
+        return train, jnp.mean((G.forward(a, w, x_test) - y_test) ** 2) / scale
+
+    curve_loss, curve_test = jax.vmap(train_test)(thetas)
+    train0, test0 = train_test(theta0)
+    theta = thetas[-1]
+    train, test = curve_loss[-1], curve_test[-1]
+    a_end, w_end = G.unflat(theta, d)
+    finite = jnp.all(jnp.isfinite(theta)) & jnp.isfinite(train) & jnp.isfinite(test)
+    bad = (m < k) | (m > mm) | (n > static.n_max)  # outside `check`: flagged, never crashes a batch
     train, test = jnp.where(bad, jnp.nan, train), jnp.where(bad, jnp.nan, test)
-    recovered = test <= traced["rec_tol"]
-    interpolated = train <= traced["loss_tol"]
-
-    # Late-time fits on points that are new (the loop stops once the tolerance is reached).
-    t = c_steps.astype(dtype) * traced["lr"]
-    new = jnp.concatenate([jnp.array([True]), c_steps[1:] > c_steps[:-1]])
-    late = new & (t > 0) & (t * traced["fit_window"] >= t[-1]) & (c_loss > 0)
-    log_loss = jnp.log(jnp.where(late, c_loss, 1.0))
-    slope_t, r2_t = masked_slope(t, log_loss, late)
-    slope_logt, r2_logt = masked_slope(jnp.log(jnp.where(t > 0, t, 1.0)), log_loss, late)
-
-    theta_star = jnp.sqrt(jnp.sum(a_star**2) + jnp.sum(w_star**2))
-    displacement = jnp.sqrt(jnp.sum((a - a0) ** 2) + jnp.sum((w - w0) ** 2))
-    finite = jnp.isfinite(train) & jnp.isfinite(test) & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.isfinite(a))
+    converged = train <= tr["loss_tol"]
+    recovered_rel = test <= tr["rec_rel"] * test0
+    # exponential rate predicted by the linearization at the end point: L ~ exp(-2 mu_min t)
+    s_end = jnp.linalg.svd(rows[:, None] * G.jacobian(a_end, w_end, x), compute_uv=False)
+    kept = s_end > tr["rank_rtol"] * s_end[0]
+    s_min = jnp.min(jnp.where(kept, s_end, jnp.inf))
+    in_q = converged & (test <= tr["q_tol"])
+    fits = D.rate_fits(times, curve_loss, tr["fit_floor"], tr["fit_window"])
+    theta_star_norm = jnp.sqrt(jnp.sum(a_star**2) + jnp.sum(w_star**2))
     return {
-        "diverged": ~finite,  # nan rate fits (fewer than 3 late points) are not divergence
-        "n_over_kd1": traced["n"].astype(dtype) / (k * (d + 1)),
-        "var_f": var_f,
-        "init_train_loss": c_loss[0],
-        "init_test_mse": test_rel(a0, w0),
-        "train_loss": train,
-        "test_mse": test,
-        "recovered": recovered,
-        "interpolated": interpolated,
-        "generalizes": interpolated & recovered,
-        "overfits": interpolated & ~recovered,
-        "steps_done": steps_done,
-        "time": steps_done.astype(dtype) * traced["lr"],
-        "rate_exp": -slope_t,
-        "r2_exp": r2_t,
-        "rate_pow": -slope_logt,
-        "r2_pow": r2_logt,
-        "path_length": path / theta_star,
-        "displacement": displacement / theta_star,
-        "curve_t": t,
-        "curve_loss": c_loss,
+        "diverged": ~finite | bad,
+        "threshold": threshold,
+        "rank_gap_log10": gap,
+        "rank_formula": rank_formula,
+        "zero_output": zero_out,
+        "extra_copies": extra_copies,
+        "rank_n": rank_n,
+        "params_active": p_active,
+        "tangent_dim": tangent_dim,
+        "excess_dim": p_active - rank_n - tangent_dim,
+        "codim": p_active - tangent_dim,
+        "sep_count": G.separation_count(owner, k, d),
+        "rank_end": kept.sum(),
+        "theta_star_norm": theta_star_norm,
+        "dist_start": G.dist_q(*G.unflat(theta0, d), a_star, w_star),
+        "dist_end": G.dist_q(a_end, w_end, a_star, w_star),
+        "init_train": train0,
+        "init_test": test0,
+        "train": train,
+        "test": test,
+        "test_ratio": test / test0,
+        "recovered_rel": recovered_rel,
+        "recovered_abs": test <= tr["rec_abs"],
+        "converged": converged,
+        "generalizes": converged & recovered_rel,
+        "overfits": converged & ~recovered_rel,
+        "in_q": in_q,
+        "other_min": converged & ~in_q,
+        "solver_ok": ok & finite,
+        "work": work,
+        "t_end": times[-1],
+        "t_stop": t_stop,
+        "pred_rate": 2.0 * s_min**2 / n,
+        **fits,
+        "curve_t": times,
+        "curve_loss": curve_loss,
+        "curve_test": curve_test,
+        "theta_end": theta,
     }
-
-
-def variant_bytes(static) -> int:
-    """Float64 bytes one variant holds: data, activations and their gradients."""
-    per_point = static.d + 3 * static.m_max + 2
-    return 8 * ((static.n_max + static.n_test) * per_point + 4 * static.m_max * (static.d + 1))
 
 
 def plot(results_dir):
@@ -290,60 +232,6 @@ def plot(results_dir):
 
 
 def claims(results_dir) -> list:
-    """Local recovery above the sample size k(d+1) and its absence below, the fraction of
-    zero-loss solutions from random init that generalize vs n, and what is not measured yet."""
-    from jaxbench import report, store
+    from jaxbench.experiments import recovery_claims
 
-    t = store.load(results_dir).table
-    if "init" not in t or not np.any(t["init"] == "random"):  # the branches sweep: thresholds per branch
-        return _branch_claims(t)
-    tanh = (t["activation"] == "tanh") & ~np.asarray(t["diverged"], bool)
-    kd1 = t["k"] * (t["d"] + 1)
-    local = tanh & (t["init"] == "local") & (t["epsilon"] > 0) & (t["epsilon"] <= 0.03)
-    above, below = local & (t["n"] >= 2 * kd1), local & (t["n"] < kd1)
-    out = [
-        report.check("gradient descent from an O(eps) perturbation of the zero-generalization set recovers the "
-                     "target once n is well above the local parameter count",
-                     f"tanh, eps <= 0.03, n >= 2 k(d+1): {int(t['recovered'][above].sum())}/{int(above.sum())} recovered",
-                     ">= 95% recovered", t["recovered"][above].mean() >= 0.95),
-        report.check("below n = k(d+1) the zero-loss points reached near it do not generalize",
-                     f"tanh, eps <= 0.03, n < k(d+1): {int(t['overfits'][below].sum())}/{int(below.sum())} overfit "
-                     f"(zero train loss, test error above tolerance)", ">= 95% overfit",
-                     t["overfits"][below].mean() >= 0.95)]
-    rnd = tanh & (t["init"] == "random")
-    lo, hi = rnd & (t["n"] <= kd1), rnd & (t["n"] >= 2 * kd1)
-    f_lo = t["generalizes"][lo].sum() / max(t["interpolated"][lo].sum(), 1)
-    f_hi = t["generalizes"][hi].sum() / max(t["interpolated"][hi].sum(), 1)
-    out.append(report.check(
-        "from random init, the zero-loss solutions found generalize once n is large (separation of minima)",
-        f"generalizing / zero-loss: {int(t['generalizes'][lo].sum())}/{int(t['interpolated'][lo].sum())} at n <= k(d+1), "
-        f"{int(t['generalizes'][hi].sum())}/{int(t['interpolated'][hi].sum())} at n >= 2 k(d+1) "
-        f"(of {int(hi.sum())} runs; the others had not converged)",
-        "<= 10% below, >= 90% above, on >= 50% converged runs",
-        (f_lo <= 0.1 and f_hi >= 0.9) if t["interpolated"][hi].sum() >= 0.5 * hi.sum() else False,
-        partly=f_lo <= 0.1 and f_hi >= 0.9))
-    out.append(report.check("the separation distance between zero-generalization minima and the others grows with n",
-                            "not measured in this experiment yet (only its consequence, recovery, is)", "-", None))
-    out.append(report.check("gradient flow converges at the paper's characterized rate",
-                            "rates fitted (exponential at m = k, power law at m > k) but not compared with the paper's",
-                            "-", None))
-    return out
-
-
-def _branch_claims(t) -> list:
-    from jaxbench import report
-
-    ok = ~np.asarray(t["diverged"], bool) & (t["epsilon"] > 0)
-    out = []
-    for split in np.unique(t["split"][ok]):
-        s = ok & (t["split"] == split)
-        zero_out = int(round((1 - split) * (t["m"][s][0] - t["k"][s][0])))
-        rank = int(t["k"][s][0] * (t["d"][s][0] + 1) + zero_out)
-        ns = np.unique(t["n"][s])
-        full = [n for n in ns if t["recovered"][s & (t["n"] == n)].all()]
-        first = min(full) if full else None
-        out.append(report.check(
-            f"split = {split:g}: every run recovers from a sample size near the local rank k(d+1) + zero-output neurons",
-            f"all runs recovered from n = {first} (predicted rank {rank}; n grid {ns.min()}..{ns.max()})",
-            "first all-recovered n within two grid steps (4) of the rank", first is not None and first <= rank + 4))
-    return out
+    return recovery_claims.claims(results_dir)

@@ -1,13 +1,14 @@
-"""Figures of the local-recovery experiment (`jaxbench.experiments.recovery`), read from files.
+"""Figures of experiment 2 (`jaxbench.experiments.recovery`), read from files only.
 
-* ``recovery_n_eps``: recovered fraction over n / (k (d + 1)) x log10 epsilon, one panel per m
-  (tanh, local init; the denominator of each cell is its number of seeds).
-* ``recovery_n_m``: recovered fraction over n / (k (d + 1)) x m at one epsilon, tanh and relu.
-* ``test_error``: median relative test MSE against n / (k (d + 1)), one line per epsilon, with
-  the recovery tolerance; and the distance travelled.
-* ``convergence``: median loss curves for several n, and the fitted rates against n.
-* ``random_init``: from random initialisation, fraction of zero-train-loss solutions that
-  generalize, and the split of all runs into generalizing / overfitting / not interpolated.
+One results directory is one of three sweeps; `plot` draws the figures its rows allow:
+
+* gradient flow + Levenberg-Marquardt from near each branch of Q* (``local_recovery``):
+  ``recovery_n`` (recovered fraction vs n, relative criterion, thresholds marked),
+  ``geometry`` (ranks and dimensions vs n), ``rates`` (exponential vs power law per regime),
+  ``flow_vs_lm`` (the two descents from the same starts);
+* Levenberg-Marquardt from perturbed points of Q* (``local_recovery_separation``):
+  ``separation`` and ``endpoints`` (`recovery_plot_minima`);
+* random initialisation (``local_recovery_random``): ``random_init`` (`recovery_plot_minima`).
 """
 
 from __future__ import annotations
@@ -17,203 +18,213 @@ import numpy as np
 from jaxbench import plot as plotlib
 from jaxbench import store
 
-
-def _ratio(t, meta):
-    fixed = meta["config"]["fixed"]
-    k, d = fixed.get("k", 2), fixed.get("d", 5)
-    return np.asarray(t["n"]) / (k * (d + 1)), f"n / (k(d+1)),  k(d+1) = {k * (d + 1)}"
-
-
-def _pick_eps(eps_values):
-    """The epsilon used where one is needed: 0.03 if swept, else the median one."""
-    eps = sorted(eps_values)
-    return 0.03 if any(np.isclose(eps, 0.03)) else eps[len(eps) // 2]
-
-
-def _median_by(x, v, sel):
-    xs = np.unique(x[sel])
-    med = [np.nanmedian(v[sel & (x == xv)]) for xv in xs]
-    q = [np.nanquantile(v[sel & (x == xv)], [0.25, 0.75]) for xv in xs]
-    return xs, np.array(med), np.array(q)
+REL = "recovered: test error / initial test error <= {:g} (relative criterion)"
+REGIMES = ("below model rank", "at model rank", "rank < n < count", "n >= count, no copies", "n >= count, copies")
+REGIME_COLORS = ("tab:red", "tab:orange", "tab:purple", "tab:green", "tab:blue")
 
 
 def plot(results_dir):
     res = store.load(results_dir)
-    t, meta, arrays = dict(res.table), res.meta, res.arrays
-    t["ratio"], ratio_label = _ratio(t, meta)
-    t["log10_eps"] = np.round(np.log10(np.maximum(np.asarray(t["epsilon"], float), 1e-300)), 1)
-    ok = ~np.asarray(t["diverged"])
-    tanh, relu = ok & (t["activation"] == "tanh"), ok & (t["activation"] == "relu")
-    local, rand = t["init"] == "local", t["init"] == "random"
-    rec = np.asarray(t["recovered"], float)
-    t["recovered_f"] = rec
-    paths = []
+    t = dict(res.table)
+    ok = ~np.asarray(t["diverged"], bool)
+    from jaxbench.experiments import recovery_plot_minima as minima
+
+    if np.all(t["init"][ok] == "random"):
+        return minima.random_figures(t, ok, res.meta, results_dir)
+    if np.any(t["method"][ok] == "gf"):
+        return flow_figures(t, res.arrays, ok, res.meta, results_dir)
+    return minima.separation_figures(t, ok, res.meta, results_dir)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def fraction_by_n(t, sel, col):
+    """``(ns, fraction of rows with col true, rows)`` per n over the mask sel."""
+    ns = np.unique(t["n"][sel])
+    cnt = np.array([np.sum(sel & (t["n"] == n)) for n in ns])
+    frac = np.array([np.mean(np.asarray(t[col][sel & (t["n"] == n)], float)) for n in ns])
+    return ns, frac, cnt
+
+
+def median_by_n(t, sel, values):
+    ns = np.unique(t["n"][sel])
+    med = np.array([np.nanmedian(values[sel & (t["n"] == n)]) if np.any(sel & (t["n"] == n)) else np.nan
+                    for n in ns])
+    return ns, med
+
+
+def one(values, sel):
+    """The single value of a column over sel (thresholds are per branch); nan if none."""
+    v = np.unique(np.asarray(values)[sel])
+    return v[0] if len(v) else np.nan
+
+
+def mark_thresholds(ax, marks, y=0.5):
+    """Vertical lines ``[(n, label, style)]`` on an n axis, each labelled at height y (axes fraction)."""
+    for x, label, style in marks:
+        if np.isfinite(x):
+            ax.axvline(x, color="k", lw=0.9, ls=style, alpha=0.7)
+            ax.text(x, y, label, transform=ax.get_xaxis_transform(), rotation=90, fontsize=6, ha="center",
+                    va="center", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+
+
+def n_axis(ax, ns):
+    ax.set_xlim(min(ns) - 0.5, max(ns) + 0.5)
+    ax.set_xticks(np.arange(min(ns) + (min(ns) % 2), max(ns) + 1, 2))
+    ax.set_xlabel("n (train samples)")
+
+
+def branch_marks(t, sel):
+    rank, count = one(t["threshold"], sel), one(t["sep_count"], sel)
+    marks = [(rank, f"model rank {rank}", "--")]
+    if count != rank:
+        marks.append((count, f"count {count}", ":"))
+    else:
+        marks[0] = (rank, f"model rank = count = {rank}", "--")
+    return marks
+
+
+def regime(t):
+    """Rate regime of each row: index into REGIMES (copies: extra copies of a teacher neuron, whose
+    first-order-flat directions make Q* degenerate)."""
+    n, rank, count = t["n"], t["threshold"], t["sep_count"]
+    above = np.where(np.asarray(t["extra_copies"]) > 0, 4, 3)
+    return np.where(n < rank, 0, np.where(n == rank, 1, np.where(n < count, 2, above)))
+
+
+# ----------------------------------------------------------------------------- gradient flow sweep
+
+def flow_figures(t, arrays, ok, meta, out):
     fixed = meta["config"]["fixed"]
-    tol = f"test MSE/Var f* <= {fixed.get('rec_tol', 1e-6):g}"
-    if len(np.unique(t["split"])) > 1:  # the "branches" preset: one question, one figure
-        return _plot_branches(t, meta, results_dir, ratio_label, tol)
+    rec_rel = fixed.get("rec_rel", 1e-3)
+    gf, lm = ok & (t["method"] == "gf"), ok & (t["method"] == "lm")
+    t["unconverged"] = ~np.asarray(t["converged"], bool)
+    splits = np.unique(t["split"][ok])
+    paths = []
 
-    # 1. recovered / zero-train-loss-but-not-recovered fractions over n x log10 epsilon, per m
-    ms = np.unique(t["m"][tanh & local]) if (tanh & local).any() else []
-    t["overfits_f"] = np.asarray(t["overfits"], float)
-    if len(ms):
-        fig, axes = plotlib.figure(2, len(ms), width=3.3, height=2.6)
-        axes = np.asarray(axes).reshape(2, len(ms))
-        for col, m in enumerate(ms):
-            sel = tanh & local & (t["m"] == m)
-            for row, (value, label) in enumerate((("recovered_f", "recovered fraction"),
-                                                  ("overfits_f", "zero train loss, not recovered"))):
-                xs, ys, Z = plotlib.grid_of(t, "ratio", "log10_eps", value, where=sel)
-                plotlib.heatmap(axes[row, col], xs, ys, Z, xlabel=ratio_label, ylabel="log10 epsilon",
-                                cbar_label=label, vmin=0, vmax=1, cmap="viridis" if row == 0 else "magma")
-            axes[0, col].set_title(f"tanh, m = {m}, local init: recovered", fontsize=8)
-            axes[1, col].set_title(f"m = {m}: reached train loss <= tol, test not", fontsize=8)
-        fig.suptitle(f"recovered: {tol}; the rest of each cell had not reached the train tolerance "
-                     f"by t = {_horizon(fixed)}", fontsize=8)
-        paths += plotlib.save(fig, results_dir, "recovery_n_eps", meta)
+    # recovered fraction vs n, per branch
+    fig, axes = plotlib.figure(1, len(splits), width=3.5, height=2.9)
+    for ax, sp in zip(np.atleast_1d(axes).ravel(), splits):
+        b = t["split"] == sp
+        for sel, col, style, label in ((gf & b, "recovered_rel", "-o", "GF: recovered (relative)"),
+                                       (gf & b, "recovered_abs", "--s", "GF: test <= 1e-6 Var f* (absolute)"),
+                                       (gf & b, "other_min", "-x", "GF: zero loss, not in Q*"),
+                                       (gf & b, "unconverged", "-", "GF: train loss > 1e-24 at t_max"),
+                                       (lm & b, "in_q", ":^", "LM, same starts: end point in Q*")):
+            ns, frac, _ = fraction_by_n(t, sel, col)
+            ax.plot(ns, frac, style, ms=3, lw=1.1, label=label)
+        ns = np.unique(t["n"][b & ok])
+        mark_thresholds(ax, branch_marks(t, b & ok))
+        n_axis(ax, ns)
+        ax.set(ylim=(-0.03, 1.03), ylabel="fraction of runs")
+        z, c = one(t["zero_output"], b & ok), one(t["extra_copies"], b & ok)
+        ax.set_title(f"split {sp:g}: {z} zero-output, {c} extra copies", fontsize=8)
+    np.atleast_1d(axes).ravel()[0].legend(fontsize=5.5, loc="center right")
+    fig.suptitle(f"m = {one(t['m'], ok)}, epsilon = {one(t['epsilon'], ok):g}, t = {one(t['t_end'], gf):.0e}; "
+                 + REL.format(rec_rel), fontsize=8)
+    paths += plotlib.save(fig, out, "recovery_n", meta)
 
-    # 2. recovered fraction over n x m at one epsilon: tanh (theory) and relu (out of theory)
-    acts = [(a, s) for a, s in (("tanh", tanh), ("relu (out of theory)", relu)) if (s & local).any()]
-    if acts:
-        fig, axes = plotlib.figure(1, len(acts), width=3.6, height=2.8)
-        for ax, (name, s) in zip(np.atleast_1d(axes).ravel(), acts):
-            eps = _pick_eps(np.unique(t["epsilon"][s & local]))
-            sel = s & local & np.isclose(t["epsilon"], eps)
-            xs, ys, Z = plotlib.grid_of(t, "ratio", "m", "recovered_f", where=sel)
-            plotlib.heatmap(ax, xs, ys, Z, xlabel=ratio_label, ylabel="student width m",
-                            cbar_label="recovered fraction", vmin=0, vmax=1)
-            ax.set_title(f"{name}, epsilon = {eps:g}, local init", fontsize=8)
-        paths += plotlib.save(fig, results_dir, "recovery_n_m", meta)
+    # ranks and dimensions vs n
+    fig, axes = plotlib.figure(1, len(splits), width=3.5, height=2.9)
+    for ax, sp in zip(np.atleast_1d(axes).ravel(), splits):
+        b = ok & (t["split"] == sp) & gf
+        ns = np.unique(t["n"][b])
+        p, tangent, count = one(t["params_active"], b), one(t["tangent_dim"], b), one(t["sep_count"], b)
+        ax.plot(*median_by_n(t, b, np.asarray(t["rank_n"], float)), "-o", ms=3, label="rank J_n at theta_Q")
+        ax.plot(*median_by_n(t, b, np.asarray(t["excess_dim"], float)), "-s", ms=3,
+                label="dim ker J_n - dim T Q* (first order)")
+        ax.plot(ns, np.maximum(p - ns - tangent, 0), "--", color="0.3", label="P - n - dim T Q* (generic count)")
+        om = ok & (t["split"] == sp) & lm & np.asarray(t["other_min"], bool)
+        dim_other = np.asarray(t["params_active"], float) - np.asarray(t["rank_end"], float) - tangent
+        nn, med = median_by_n(t, om, dim_other)
+        ax.plot(nn, med, "x", color="tab:red", label="at the non-Q* zero-loss end points (LM): P - rank J_n - dim T Q*")
+        mark_thresholds(ax, branch_marks(t, b))
+        n_axis(ax, ns)
+        ax.set(ylabel="dimension / rank")
+        ax.set_title(f"split {sp:g}: P = {p}, dim T Q* = {tangent}", fontsize=8)
+    np.atleast_1d(axes).ravel()[0].legend(fontsize=5.5, loc="center right", bbox_to_anchor=(1.0, 0.33))
+    fig.suptitle("geometry at the split point theta_Q of each branch (rank tolerance 1e-9 of the largest "
+                 "singular value) and at the zero-loss points reached near it", fontsize=8)
+    paths += plotlib.save(fig, out, "geometry", meta)
 
-    # 3. the continuous quantity behind the flag, and the distance travelled
-    if (tanh & local).any():
-        m_show = ms[len(ms) // 2]
-        fig, axes = plotlib.figure(1, 2, width=3.6, height=2.9)
-        for eps in np.unique(t["epsilon"][tanh & local]):
-            sel = tanh & local & (t["m"] == m_show) & np.isclose(t["epsilon"], eps)
-            xs, med, q = _median_by(t["ratio"], np.asarray(t["test_mse"], float), sel)
-            line, = axes[0, 0].plot(xs, med, marker="o", label=f"ε = {eps:g}")
-            axes[0, 0].fill_between(xs, q[:, 0], q[:, 1], color=line.get_color(), alpha=0.15, lw=0)
-            xs, med, q = _median_by(t["ratio"], np.asarray(t["path_length"], float), sel)
-            axes[0, 1].plot(xs, med, marker="o", color=line.get_color(), label=f"ε = {eps:g}")
-        axes[0, 0].axhline(fixed.get("rec_tol", 1e-6), color="k", ls=":", lw=1, label="rec_tol")
-        axes[0, 0].set_ylabel("test MSE / Var f*  (median, IQR)")
-        axes[0, 1].set_ylabel("path length / ||θ*||  (median)")
-        for ax in axes[0]:
-            ax.set_yscale("log")
-            ax.set_xscale("log", base=2)
-            ax.axvline(1.0, color="0.5", ls="--", lw=0.8)
-            ax.set_xlabel(ratio_label)
-        axes[0, 0].set_title(f"tanh, m = {m_show}, local init, t = {_horizon(fixed)}", fontsize=8)
-        axes[0, 1].set_title("distance travelled by gradient descent", fontsize=8)
-        axes[0, 0].legend(fontsize=6)
-        paths += plotlib.save(fig, results_dir, "test_error", meta)
-
-        # 4. convergence: median curves for several n; fitted rates against n
-        eps = _pick_eps(np.unique(t["epsilon"][tanh & local]))
-        base = tanh & local & np.isclose(t["epsilon"], eps)
-        fig, axes = plotlib.figure(1, 3, width=3.2, height=2.8)
-        ct, cl = arrays["curve_t"], arrays["curve_loss"]
-        ns = np.unique(t["n"][base])
-        kd1 = t["n"][0] / t["ratio"][0]
-        shown = sorted({ns[0], ns[np.argmin(np.abs(ns - kd1))], ns[-1]})  # smallest, ~k(d+1), largest
-        for n, color in zip(shown, ("tab:red", "tab:purple", "tab:blue")):
-            for j, i in enumerate(np.flatnonzero(base & (t["m"] == m_show) & (t["n"] == n))):
-                new = np.concatenate([[False], np.diff(ct[i]) > 0])  # drop t = 0 and repeats after the stop
-                axes[0, 0].plot(ct[i][new], cl[i][new], color=color, lw=0.7, alpha=0.7,
-                                label=f"n = {n}" if j == 0 else None)
-        axes[0, 0].set(xscale="log", yscale="log", xlabel="time t = steps · lr",
-                       ylabel="train loss / Var f*  (each seed)")
-        axes[0, 0].set_title(f"tanh, m = {m_show}, ε = {eps:g}", fontsize=8)
-        axes[0, 0].legend(fontsize=6)
-        for m in ms:
-            sel = base & (t["m"] == m)
-            for ax, col in ((axes[0, 1], "rate_pow"), (axes[0, 2], "rate_exp")):
-                keys, mean, sem, _ = plotlib.aggregate(t, ["ratio"], col, where=sel)
-                plotlib.band(ax, [kk[0] for kk in keys], mean, sem, label=f"m = {m}")
-        axes[0, 1].set_ylabel("p in  loss ~ t^(-p)  (late-time fit)")
-        axes[0, 2].set_ylabel("r in  loss ~ exp(-r t)  (late-time fit)")
-        for ax in axes[0, 1:]:
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel(ratio_label)
-            ax.axvline(1.0, color="0.5", ls="--", lw=0.8)
-        axes[0, 2].set_yscale("log")
-        axes[0, 1].legend(fontsize=6)
-        axes[0, 1].set_title("power-law exponent (mean ± s.e.)", fontsize=8)
-        axes[0, 2].set_title("exponential rate (mean ± s.e.)", fontsize=8)
-        paths += plotlib.save(fig, results_dir, "convergence", meta)
-
-    # 5. random initialisation: do zero-train-loss solutions generalize?
-    acts = [(a, s) for a, s in (("tanh", tanh), ("relu (out of theory)", relu)) if (s & rand).any()]
-    if acts:
-        fig, axes = plotlib.figure(1, 1 + len(acts), width=3.3, height=2.8)
-        for name, s in acts:
-            sel = s & rand  # pooled over m: seeds per m are few
-            xs = np.unique(t["ratio"][sel])
-            interp = np.array([t["interpolated"][sel & (t["ratio"] == x)].sum() for x in xs])
-            gen = np.array([t["generalizes"][sel & (t["ratio"] == x)].sum() for x in xs])
-            frac = np.where(interp > 0, gen / np.maximum(interp, 1), np.nan)
-            line, = axes[0, 0].plot(xs, frac, marker="o", ls="-" if name == "tanh" else ":", label=name)
-            for x, f, g_, i_ in zip(xs, frac, gen, interp):
-                if i_:
-                    axes[0, 0].annotate(f"{g_}/{i_}", (x, f), fontsize=5, color=line.get_color(),
-                                        xytext=(2, 4 if name == "tanh" else -8), textcoords="offset points")
-        axes[0, 0].set(xlabel=ratio_label, ylim=(-0.05, 1.1), ylabel="P(recovered | zero train loss)")
-        axes[0, 0].set_xscale("log", base=2)
-        axes[0, 0].axvline(1.0, color="0.5", ls="--", lw=0.8)
-        axes[0, 0].set_title("random init: zero-train-loss runs that generalize\n(all m pooled; labels: "
-                             "generalizing / zero train loss)", fontsize=7)
-        axes[0, 0].legend(fontsize=6)
-        for ax, (name, s) in zip(axes[0, 1:], acts):
-            sel = s & rand
-            xs = np.unique(t["ratio"][sel])
-            parts = [("generalizes", "tab:green", "zero train loss, recovered"),
-                     ("overfits", "tab:red", "zero train loss, not recovered")]
-            bottom = np.zeros(len(xs))
-            pos = np.arange(len(xs))
-            for col, color, label in parts:
-                f = np.array([np.mean(t[col][sel & (t["ratio"] == x)]) for x in xs])
-                ax.bar(pos, f, bottom=bottom, color=color, label=label)
-                bottom += f
-            ax.bar(pos, 1 - bottom, bottom=bottom, color="0.8", label="no zero train loss by t_max")
-            ax.set_xticks(pos, [f"{x:.2g}" for x in xs])
-            ax.set(xlabel=ratio_label, ylabel="fraction of runs (all m, seeds)", ylim=(0, 1))
-            ax.set_title(f"{name}, random init, t = {_horizon(fixed)}", fontsize=8)
-            ax.legend(fontsize=5, loc="upper left")
-        paths += plotlib.save(fig, results_dir, "random_init", meta)
+    paths += _rates_figure(t, arrays, gf, meta, out)
+    paths += _flow_vs_lm_figure(t, gf, lm, meta, out)
     return paths
 
 
-def _plot_branches(t, meta, results_dir, ratio_label, tol):
-    """Recovered fraction against n for each branch of Q* (split), with its local model rank.
+def _rates_figure(t, arrays, gf, meta, out):
+    reg = regime(t)
+    r2e, r2p = np.asarray(t["r2_exp"], float), np.asarray(t["r2_pow"], float)
+    exp_wins = r2e >= r2p
+    fig, axes = plotlib.figure(1, 4, width=3.3, height=3.1)
+    ax = axes[0, 0]
+    for r, (name, color) in enumerate(zip(REGIMES, REGIME_COLORS)):
+        s = gf & (reg == r) & exp_wins
+        ax.scatter(t["pred_rate"][s], t["rate_exp"][s], s=7, color=color, label=f"{name} ({s.sum()})")
+    v = np.asarray(t["pred_rate"], float)[gf & exp_wins]
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size:
+        ax.plot([v.min(), v.max()], [v.min(), v.max()], "k--", lw=0.8, label="fitted = predicted")
+    ax.set(xscale="log", yscale="log", xlabel="predicted 2 mu_min(J_n J_n^T / n), end point",
+           ylabel="fitted r in loss ~ exp(-r t)")
+    ax.set_title("runs where the exponential fits better", fontsize=8)
+    ax.legend(fontsize=5)
+    ax = axes[0, 1]
+    for r, (name, color) in enumerate(zip(REGIMES, REGIME_COLORS)):
+        s = gf & (reg == r)
+        ax.scatter(np.maximum(1 - r2p[s], 1e-6), np.maximum(1 - r2e[s], 1e-6), s=6, color=color, label=name)
+    ax.plot([1e-6, 1], [1e-6, 1], "k--", lw=0.8)
+    ax.text(0.03, 0.97, "power law fits better", fontsize=6, va="top", transform=ax.transAxes)
+    ax.text(0.97, 0.03, "exponential fits better", fontsize=6, ha="right", transform=ax.transAxes)
+    ax.set(xscale="log", yscale="log", xlim=(1e-6, 1), ylim=(1e-6, 1), xlabel="1 - R^2, power-law fit",
+           ylabel="1 - R^2, exponential fit")
+    ax.set_title("goodness of fit, each run (floored at 1e-6)", fontsize=8)
+    ax.legend(fontsize=5, loc="lower left")
+    ax = axes[0, 2]
+    for sp, color in zip(np.unique(t["split"][gf]), ("tab:green", "tab:purple", "tab:blue")):
+        s = gf & ~exp_wins & (t["split"] == sp)
+        ax.scatter(t["n"][s], t["rate_pow"][s], s=7, color=color, label=f"split {sp:g} ({s.sum()} runs)")
+    ax.axhline(2.0, color="k", ls=":", lw=0.8, label="2: one quartic direction (our derivation)")
+    ax.set(xlabel="n (train samples)", ylabel="fitted p in loss ~ t^(-p)", ylim=(0, 3))
+    ax.set_title("runs where the power law fits better", fontsize=8)
+    ax.legend(fontsize=5, loc="lower left")
+    ax = axes[0, 3]
+    ct, cl, stop = arrays["curve_t"], arrays["curve_loss"], np.asarray(t["t_stop"], float)
+    for r, (name, color) in enumerate(zip(REGIMES, REGIME_COLORS)):
+        idx = np.flatnonzero(gf & (reg == r) & (t["split"] == (0.0 if r == 3 else 0.5)))[:3]
+        for j, i in enumerate(idx):
+            keep = np.isfinite(cl[i]) & (cl[i] > 0) & (ct[i] <= stop[i])
+            ax.plot(ct[i][keep], cl[i][keep], color=color, lw=0.8,
+                    label=f"{name} (n = {t['n'][i]}, split {t['split'][i]:g})" if j == 0 else None)
+    ax.set(xscale="log", yscale="log", xlabel="gradient-flow time t", ylabel="train loss / Var f*")
+    ax.set_title("loss curves, 3 seeds per regime (to the stop)", fontsize=8)
+    ax.legend(fontsize=4.5, loc="lower left")
+    fig.suptitle("gradient flow (ODE, t <= 1e10) from eps = 0.01 perturbations; regimes: n against the model rank "
+                 "(threshold column) and our separation count; fits on t within a factor 100 of the last time with "
+                 "loss > 1e-22", fontsize=7)
+    return plotlib.save(fig, out, "rates", meta)
 
-    At a split point the Jacobian's rank (tanh, generic w) is k (d + 1) plus one per zero-output
-    neuron (its a-derivative sigma(w_i . x) is a new feature; its w-derivative vanishes with a_i
-    = 0): ``k (d + 1) + (m - k - round(split (m - k)))``.
-    """
-    fixed = meta["config"]["fixed"]
-    k, d = fixed.get("k", 2), fixed.get("d", 5)
-    fig, ax = plotlib.figure(1, 1, width=4.6, height=3.2)
-    sel0 = ~np.asarray(t["diverged"]) & (t["init"] == "local")
-    colors = ["tab:red", "tab:purple", "tab:blue", "tab:green", "tab:orange"]
-    for color, sp in zip(colors, np.unique(t["split"][sel0])):
-        m = np.unique(t["m"][sel0 & (t["split"] == sp)])
-        if len(m) != 1:
-            raise ValueError("the branches figure needs a single m")
-        zero_out = int(m[0] - k - np.round(sp * (m[0] - k)))
-        rank = k * (d + 1) + zero_out
-        for ls, eps in zip(("-", "--", ":"), np.unique(t["epsilon"][sel0])):
-            sel = sel0 & (t["split"] == sp) & np.isclose(t["epsilon"], eps)
-            keys, mean, sem, _ = plotlib.aggregate(t, ["ratio"], "recovered_f", where=sel)
-            ax.plot([kk[0] for kk in keys], mean, marker="o", ls=ls, color=color,
-                    label=f"split {sp:g} ({zero_out} zero-output), ε = {eps:g}")
-        ax.axvline(rank / (k * (d + 1)), color=color, lw=0.8, alpha=0.6)
-    ax.set(xlabel=ratio_label, ylabel="recovered fraction", ylim=(-0.05, 1.05))
-    ax.set_title(f"tanh, m = {int(m[0])}: branches of Q* (vertical: local rank k(d+1) + #zero-output)\n"
-                 f"{tol}", fontsize=7)
-    ax.legend(fontsize=5.5)
-    return plotlib.save(fig, results_dir, "recovery_branches", meta)
 
-
-def _horizon(fixed):
-    return f"{fixed.get('steps', 20000) * fixed.get('lr', 0.2):g}"
+def _flow_vs_lm_figure(t, gf, lm, meta, out):
+    """GF and LM end points from the same starts (rows matched by split, n, seed)."""
+    key = lambda s: {(sp, n, sd): i for i, (sp, n, sd) in enumerate(zip(t["split"], t["n"], t["seed"])) if s[i]}  # noqa: E731
+    kg, kl = key(gf), key(lm)
+    pairs = np.array([(kg[k], kl[k]) for k in kg if k in kl])
+    fig, axes = plotlib.figure(1, 2, width=3.4, height=3.0)
+    if len(pairs):
+        g, l_ = pairs[:, 0], pairs[:, 1]
+        for ax, col, label in ((axes[0, 0], "test", "test error / Var f*"), (axes[0, 1], "dist_end", "distance to Q*")):
+            for sp, color in zip(np.unique(t["split"][g]), ("tab:blue", "tab:purple", "tab:green")):
+                s = t["split"][g] == sp
+                conv = np.asarray(t["converged"][g], bool) & s
+                ax.scatter(t[col][l_][conv], t[col][g][conv], s=8, color=color, label=f"split {sp:g}, GF converged")
+                ax.scatter(t[col][l_][s & ~conv], t[col][g][s & ~conv], s=10, color=color, marker="x",
+                           label=f"split {sp:g}, GF not converged by t_max")
+            v = np.concatenate([t[col][g], t[col][l_]]).astype(float)
+            v = v[np.isfinite(v) & (v > 0)]
+            if v.size:
+                ax.plot([v.min(), v.max()], [v.min(), v.max()], "k--", lw=0.8)
+            ax.set(xscale="log", yscale="log", xlabel=f"LM end point: {label}", ylabel=f"GF end point: {label}")
+        axes[0, 0].legend(fontsize=5)
+    fig.suptitle("gradient flow (ODE) and Levenberg-Marquardt from the same starts", fontsize=8)
+    return plotlib.save(fig, out, "flow_vs_lm", meta)
