@@ -52,6 +52,7 @@ REGISTRY = {
     "benign_regression": "benign.regression",
     "benign_mnist": "benign.mnist",
     "arch_bounds": "archbound",
+    "arch_bounds_mnist": "archbound_mnist",
     "local_recovery": "recovery",
     "ntk_convergence": "ntk_convergence",
     "info_bounds": "infobound",
