@@ -36,6 +36,8 @@ Each bound is also reported on the L2 scale, ``(1/2N) sum bound^2``, next to the
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,32 +143,55 @@ def stacked_norms(spec: mlp.MLPSpec, stacked):
     return jax.vmap(bounds.op_norm)(padded), bn
 
 
-def scores(prefix, ft, ftr, anchor, lip, beta, dist, same, xt, yt, labt):
-    """Errors and bounds of one network; means over the N test points.
+def per_point(xt, yt, labt, ft, x, lab, mask, anchor, ftr, lip, beta, block: int = 1000):
+    """Per-test-point errors and bounds of one network (module docstring), in blocks of test points.
 
-    ft ``(N, k)``: f on test points; ftr ``(n_max, k)``: f on training rows; anchor ``(n_max, k)``:
-    the training values the bound starts from; dist ``(N, n_max)``: |x~ - x_i| (inf on masked
-    rows); same ``(N, n_max)``: kept rows of the test point's label. See the module docstring.
+    xt ``(N, d)``, yt ``(N, k)``, labt ``(N,)``, ft ``(N, k)``: test inputs, targets, labels and
+    f there; x ``(n_max, d)``, lab ``(n_max,)``, mask ``(n_max,)``: training rows and which count;
+    anchor ``(n_max, k)``: the values the bound starts from; ftr ``(n_max, k)``: f on them.
+    ``lax.map`` over blocks of ``gcd(N, block)`` test points keeps the (block, n_max) distance
+    matrices small. Returns a dict of ``(N,)`` arrays and ``back (n_max,)``: each training
+    row's distance to its nearest test point.
     """
-    err = jnp.linalg.norm(ft - yt, axis=-1)
-    dy = pair_dist(yt, anchor)
-    terms = lip * dist + dy
-    istar = jnp.argmin(terms, axis=1)
-    pick = lambda a, i: jnp.take_along_axis(a, i[:, None], 1)[:, 0]  # noqa: E731
-    bnd = pick(terms, istar)
-    cham = jnp.min(jnp.where(same, terms, jnp.inf), axis=1)
-    fi = ftr[istar]  # f at the bound's training point
-    actual = jnp.linalg.norm(ft - fi, axis=-1) + jnp.linalg.norm(fi - yt, axis=-1)
-    apriori = lip * jnp.linalg.norm(xt, axis=-1) + beta + jnp.linalg.norm(yt, axis=-1)
+    bs = math.gcd(xt.shape[0], block)
+
+    def one(args):
+        xb, yb, lb, fb = args
+        dist = jnp.where(mask[None], pair_dist(xb, x), jnp.inf)  # (bs, n_max)
+        same = mask[None] & (lb[:, None] == lab[None])
+        dy = pair_dist(yb, anchor)
+        terms = lip * dist + dy
+        istar = jnp.argmin(terms, axis=1)
+        pick = lambda a, i: jnp.take_along_axis(a, i[:, None], 1)[:, 0]  # noqa: E731
+        fi = ftr[istar]  # f at the bound's training point
+        return {"err": jnp.linalg.norm(fb - yb, axis=-1), "bound": pick(terms, istar),
+                "lip_part": lip * pick(dist, istar), "gap_part": pick(dy, istar),
+                "chamfer_bound": jnp.min(jnp.where(same, terms, jnp.inf), axis=1),
+                "actual": jnp.linalg.norm(fb - fi, axis=-1) + jnp.linalg.norm(fi - yb, axis=-1),
+                "gap_nn": pick(dy, jnp.argmin(dist, axis=1)),
+                "apriori": lip * jnp.linalg.norm(xb, axis=-1) + beta + jnp.linalg.norm(yb, axis=-1),
+                "cls": jnp.argmax(fb, -1) != lb,
+                "dist_nn": jnp.min(dist, axis=1), "chamfer": jnp.min(jnp.where(same, dist, jnp.inf), axis=1),
+                "back": jnp.min(dist, axis=0)}
+
+    split = lambda a: a.reshape(a.shape[0] // bs, bs, *a.shape[1:])  # noqa: E731
+    out = jax.lax.map(one, (split(xt), split(yt), split(labt), split(ft)))
+    back = jnp.min(out.pop("back"), axis=0)
+    out = {k: v.reshape(-1) for k, v in out.items()}
+    out["back"] = back
+    return out
+
+
+def scores(prefix, pp):
+    """Means over test points of `per_point`'s arrays ``pp``, prefixed (``c_`` / ``g_``)."""
     cost = lambda v: 0.5 * jnp.mean(v**2)  # noqa: E731
-    out = {"test_cost": cost(err), "mae": jnp.mean(err),
-           "cls_err": jnp.mean(jnp.argmax(ft, -1) != labt),
+    err, bnd, actual = pp["err"], pp["bound"], pp["actual"]
+    out = {"test_cost": cost(err), "mae": jnp.mean(err), "cls_err": jnp.mean(pp["cls"]),
            "bound": jnp.mean(bnd), "bound_cost": cost(bnd),
-           "bound_lip_part": jnp.mean(lip * pick(dist, istar)), "bound_gap_part": jnp.mean(pick(dy, istar)),
-           "chamfer_bound": jnp.mean(cham), "chamfer_bound_cost": cost(cham),
-           "actual": jnp.mean(actual), "actual_cost": cost(actual),
-           "apriori": jnp.mean(apriori), "lip": lip, "beta": beta,
-           "label_gap_nn": jnp.mean(pick(dy, jnp.argmin(dist, axis=1))),
+           "bound_lip_part": jnp.mean(pp["lip_part"]), "bound_gap_part": jnp.mean(pp["gap_part"]),
+           "chamfer_bound": jnp.mean(pp["chamfer_bound"]), "chamfer_bound_cost": cost(pp["chamfer_bound"]),
+           "actual": jnp.mean(actual), "actual_cost": cost(actual), "apriori": jnp.mean(pp["apriori"]),
+           "label_gap_nn": jnp.mean(pp["gap_nn"]),
            "violations": jnp.sum(err > bnd * (1 + 1e-9)) + jnp.sum(err > actual * (1 + 1e-9)),
            "ratio_min": jnp.min(bnd / err), "actual_ratio_min": jnp.min(actual / err)}
     out["tightness"] = out["bound"] / out["mae"]
@@ -182,8 +207,6 @@ def run_one(s, p, key):
     n = jnp.clip(p["n"], 1, s.n_max)
     mask = jnp.arange(s.n_max) < n
     widths = (s.width,) * s.hidden_layers
-    dist = jnp.where(mask[None], pair_dist(xt, x), jnp.inf)  # (N, n_max)
-    same = mask[None] & (labt[:, None] == lab[None])
     xnorm = jnp.linalg.norm(jnp.where(mask[:, None], x, 0.0), axis=-1)
 
     # --- the explicit construction, sized on the training radius only
@@ -195,17 +218,18 @@ def run_one(s, p, key):
     c = lambda v: mlp.apply(spec, params, v)  # noqa: E731
     ct, ctr = c(xt), c(x)
     res = jnp.where(mask[:, None], ctr - y, 0.0)
-    out = scores("c", ct, ctr, y, jnp.prod(ops), bounds.bias_term(ops, bns), dist, same, xt, yt, labt)
-    out.update({
+    lip, beta = jnp.prod(ops), bounds.bias_term(ops, bns)
+    pp = per_point(xt, yt, labt, ct, x, lab, mask, y, ctr, lip, beta)
+    out = scores("c", pp)
+    out.update({"c_lip": lip, "c_beta": beta,
         "c_train_cost": 0.5 * jnp.sum(res**2) / n,
         "c_lip_lower": bounds.lipschitz_lower(c, xt[: s.n_lip]),
         "m_op": bounds.op_norm(m), "sigma_min": smin, "y_op": bounds.op_norm(jnp.where(mask[:, None], y, 0.0)),
         "bias_norm": bns[0], "radius": radius,
         "frac_outside": jnp.mean(jnp.linalg.norm(xt, axis=-1) > radius),
         "c_clip": jnp.mean(jnp.linalg.norm(ct - xt @ m, axis=-1)),
-        "dist_nn": jnp.mean(jnp.min(dist, axis=1)),
-        "chamfer": jnp.mean(jnp.min(jnp.where(same, dist, jnp.inf), axis=1)),
-        "chamfer_back": jnp.sum(jnp.where(mask, jnp.min(dist, axis=0), 0.0)) / n,
+        "dist_nn": jnp.mean(pp["dist_nn"]), "chamfer": jnp.mean(pp["chamfer"]),
+        "chamfer_back": jnp.sum(jnp.where(mask, pp["back"], 0.0)) / n,
     })
     out = {kk: jnp.where(rank_ok, v, jnp.nan) if jnp.issubdtype(v.dtype, jnp.floating) else v
            for kk, v in out.items()}
@@ -220,7 +244,9 @@ def run_one(s, p, key):
         g = lambda v: ab._apply_scan(gspec, gs, v)  # noqa: E731
         gops, gbns = stacked_norms(gspec, gs)
         gt, gtr = g(xt), g(x)
-        out.update(scores("g", gt, gtr, gtr, jnp.prod(gops), bounds.bias_term(gops, gbns), dist, same, xt, yt, labt))
+        glip, gbeta = jnp.prod(gops), bounds.bias_term(gops, gbns)
+        out.update(scores("g", per_point(xt, yt, labt, gt, x, lab, mask, gtr, gtr, glip, gbeta)))
+        out.update({"g_lip": glip, "g_beta": gbeta})
         gres = jnp.where(mask[:, None], gtr - y, 0.0)
         out.update({
             "g_train_cost": 0.5 * jnp.sum(gres**2) / n,
@@ -238,8 +264,8 @@ def run_one(s, p, key):
 
 
 def variant_bytes(s) -> int:
-    """Per-variant memory: about ten (n_test, n_max) float64 matrices plus the data."""
-    return 8 * (10 * s.n_test * s.n_max + 4 * (s.n_test + s.n_max) * D)
+    """Per-variant memory: about ten (1000, n_max) float64 blocks plus the data."""
+    return 8 * (10 * 1000 * s.n_max + 4 * (s.n_test + s.n_max) * D)
 
 
 def plot(results_dir):

@@ -23,8 +23,7 @@ from jaxbench import plot as plotlib
 from jaxbench import store
 
 FIT_TOL = 1e-6  # median final GD training loss above this: the net did not interpolate
-DATA_TITLES = {"linear": "linear teacher + noise", "relu": "ReLU teacher + noise",
-               "digits": "8x8 digits (scikit-learn)"}
+DATA_TITLES = {"linear": "linear teacher + noise", "relu": "ReLU teacher + noise"}
 
 
 def _archs(t, sel):
@@ -61,15 +60,14 @@ def _spread(t, sel, value):
 
 
 def _masks(t):
-    ok = ~np.asarray(t["skipped"], bool)
-    return ok & np.asarray(t["rank_ok"], bool), ok & ~np.asarray(t["diverged"], bool)
+    return np.asarray(t["rank_ok"], bool), ~np.asarray(t["diverged"], bool)
 
 
 def plot(results_dir):
     res = store.load(results_dir)
     t, meta = res.table, res.meta
     c_ok, g_ok = _masks(t)
-    datas = [d for d in ("linear", "relu", "digits") if np.any((t["data"] == d) & (c_ok | g_ok))]
+    datas = [d for d in ("linear", "relu") if np.any((t["data"] == d) & (c_ok | g_ok))]
     has_gd = "g_test_err" in t
     paths = []
 
