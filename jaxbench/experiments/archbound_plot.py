@@ -92,8 +92,8 @@ def plot(results_dir):
         _curve(axg, t, ref, "c_test_err", color="black", lw=2.2, label="construction (all archs)")
         spread = max(_spread(t, in_d & c_ok, "c_test_err"), _spread(t, in_d & c_ok, "c_bound"))
         axc.set_title(f"{DATA_TITLES[dname]}: zero-loss construction")
-        axc.text(0.02, 0.02, f"solid: test error, dashed: bound\nlargest relative spread over "
-                 f"architectures: {spread:.1e}", transform=axc.transAxes, fontsize=6.5, va="bottom")
+        axc.text(0.02, 0.98, f"solid: test error, dashed: bound\nlargest relative spread over "
+                 f"architectures: {spread:.1e}", transform=axc.transAxes, fontsize=6.5, va="top")
         axg.set_title(f"{DATA_TITLES[dname]}: trained by GD")
         for ax in (axc, axg):
             ax.set_yscale("log")
