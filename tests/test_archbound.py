@@ -1,4 +1,4 @@
-"""Tests of the architecture-bound experiment (jaxbench.experiments.archbound), float64."""
+"""Tests of the architecture-bound experiment (jaxbench.experiments.archbound.synthetic), float64."""
 
 import dataclasses
 from pathlib import Path
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxbench import bounds, mlp, store, sweep
-from jaxbench.experiments import archbound as ab
+from jaxbench.experiments.archbound import synthetic as ab
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "arch_bounds.toml"
 Static = dataclasses.make_dataclass(

@@ -1,4 +1,4 @@
-"""Tests of Experiment 3 on MNIST (jaxbench.experiments.archbound_mnist), float64.
+"""Tests of Experiment 3 on MNIST (jaxbench.experiments.archbound.mnist), float64.
 
 The helpers are checked against jaxbench.bounds and numpy; the smoke preset (real MNIST, skipped
 with the reason when absent) against a numpy re-implementation of the construction and bound.
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from jaxbench import bounds, cli, datasets, mlp, store
-from jaxbench.experiments import archbound as ab
-from jaxbench.experiments import archbound_mnist as am
-from jaxbench.experiments import archbound_mnist_plot as amp
+from jaxbench.experiments.archbound import synthetic as ab
+from jaxbench.experiments.archbound import mnist as am
+from jaxbench.experiments.archbound import plots_mnist as amp
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ the same quantities, its bound using its own training outputs: ``min_i [Lip |x~ 
 
 Data (static ``data``): "linear" (y = x B + noise, B ~ N(0, I/d), x ~ N(0, I_d)) and "relu" (a
 one-hidden-layer ReLU teacher of width ``teacher_width`` + noise): synthetic contrast to the
-paper's own setting, MNIST, which is `jaxbench.experiments.archbound_mnist`. (The 8x8 digits
+paper's own setting, MNIST, which is `jaxbench.experiments.archbound.mnist`. (The 8x8 digits
 of scikit-learn were dropped: rank deficient from n = 48 and an optional dependency.)
 
 Shapes: n is traced (n_frac in (0, 1]): data are drawn for n_max = d rows and rows >= n are
@@ -311,7 +311,7 @@ def variant_bytes(s) -> int:
 
 
 def plot(results_dir):
-    from jaxbench.experiments import archbound_plot  # matplotlib only when plotting
+    from jaxbench.experiments.archbound import plots as archbound_plot  # matplotlib only when plotting
 
     return archbound_plot.plot(results_dir)
 

@@ -1,4 +1,4 @@
-"""Figures of the architecture-bound experiment (`jaxbench.experiments.archbound`), from files.
+"""Figures of the architecture-bound experiment (`jaxbench.experiments.archbound.synthetic`), from files.
 
 * ``error_and_bound_vs_n``: one row per data set. Left: the construction's mean per-point test
   error (solid) and data-geometry bound (dashed) against n, one curve per architecture (they

@@ -1,4 +1,4 @@
-"""Figures and claim checks of Experiment 3 on MNIST (`archbound_mnist`), from files only.
+"""Figures and claim checks of Experiment 3 on MNIST (`archbound.mnist`), from files only.
 
 * ``mnist_error_and_bound_vs_n``: top row per-point scale (MAE and the mean bounds), bottom row
   the L2 scale (the paper's cost (1/2N) sum |f - y|^2 and (1/2N) sum bound^2); left the

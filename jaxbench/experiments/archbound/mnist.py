@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbench import bounds, datasets, mlp
-from jaxbench.experiments import archbound as ab
+from jaxbench.experiments.archbound import synthetic as ab
 from jaxbench.experiments import one_of, positive, static, traced
 
 NAME = "arch_bounds_mnist"
@@ -130,7 +130,7 @@ def pair_dist(a, b):
 
 
 def stacked_norms(spec: mlp.MLPSpec, stacked):
-    """``(op_norms (L+1,), bias_norms (L+1,))`` of stacked params (`archbound.init`), effective
+    """``(op_norms (L+1,), bias_norms (L+1,))`` of stacked params (`synthetic.init`), effective
     (parametrization folded in), input layer first; one batched SVD of zero-padded matrices."""
     first, mid, last = stacked
     layers = [jax.tree.map(lambda a: a[None], first)] + ([mid] if mid is not None else []) + \
@@ -269,12 +269,12 @@ def variant_bytes(s) -> int:
 
 
 def plot(results_dir):
-    from jaxbench.experiments import archbound_mnist_plot  # matplotlib only when plotting
+    from jaxbench.experiments.archbound import plots_mnist as archbound_mnist_plot  # matplotlib only when plotting
 
     return archbound_mnist_plot.plot(results_dir)
 
 
 def claims(results_dir):
-    from jaxbench.experiments import archbound_mnist_plot
+    from jaxbench.experiments.archbound import plots_mnist as archbound_mnist_plot
 
     return archbound_mnist_plot.claims(results_dir)
