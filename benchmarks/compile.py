@@ -13,6 +13,8 @@ compilation; 2 = the default, buckets prepared ahead in two threads while chunks
     python benchmarks/compile.py                                  # all sweeps, threads 0 and 2 (~50 min)
     python benchmarks/compile.py --sweeps ntk_convergence,info_bounds --threads 2
     python benchmarks/compile.py --write                          # also the RESULTS.md section
+    python benchmarks/compile.py --from-results results           # read a finished `make sweep`
+                                                                  # (one sweep per process already)
 
 Run it on an otherwise idle machine: compilation slows far more than execution under load.
 """
@@ -46,6 +48,11 @@ def run(sweep: str, threads: int, scale: str) -> dict:
         if r.returncode:
             return {"sweep": sweep, "threads": threads, "error": r.stderr[-500:]}
         meta = json.loads((Path(tmp) / "out" / "meta.json").read_text())
+    return row(sweep, threads, meta, wall)
+
+
+def row(sweep: str, threads, meta: dict, wall: float) -> dict:
+    """One table row from a sweep's meta.json (`wall`: the process's wall, NaN when not timed)."""
     comp = [b["compile_s"] for b in meta["buckets"]]
     return {"sweep": sweep, "threads": threads, "buckets": len(comp), "compile_min": min(comp),
             "compile_median": statistics.median(comp), "compile_max": max(comp), "compile_sum": sum(comp),
@@ -76,10 +83,19 @@ def main(argv=None):
     ap.add_argument("--scale", default="default")
     ap.add_argument("--write", action="store_true", help="replace the section in benchmarks/RESULTS.md")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--from-results", default=None, metavar="DIR",
+                    help="no runs: read DIR/*/meta.json of a finished `make sweep` (run it cold: "
+                         "JAXBENCH_CACHE_DIR=off or a fresh cache directory)")
     args = ap.parse_args(argv)
     names = args.sweeps.split(",") if args.sweeps else sorted(p.stem for p in (ROOT / "sweeps").glob("*.toml"))
     rows = []
-    for name in names:
+    if args.from_results:
+        for name in names:
+            meta_file = Path(args.from_results) / name / "meta.json"
+            if meta_file.exists():
+                meta = json.loads(meta_file.read_text())
+                rows.append(row(name, meta.get("compile_threads", "?"), meta, float("nan")))
+    for name in names if not args.from_results else ():
         for threads in (int(t) for t in args.threads.split(",")):
             rows.append(run(name, threads, args.scale))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
@@ -91,7 +107,7 @@ def main(argv=None):
     if args.write:
         body = (f"{SECTION}\n\n`python benchmarks/compile.py --write` ({time.strftime('%Y-%m-%d')}, "
                 f"{os.cpu_count()} cores, load average after the run {load[0]:.1f}); cold: no persistent "
-                f"cache, one sweep per process. threads 0 = each bucket compiled on the main thread "
+                f"cache, one sweep per process{' (read from ' + args.from_results + ')' if args.from_results else ''}. threads 0 = each bucket compiled on the main thread "
                 f"when first needed; 2 = two background threads (the default).\n\n{text}\n")
         old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
         if SECTION in old:
