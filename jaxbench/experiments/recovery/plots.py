@@ -59,13 +59,14 @@ def one(values, sel):
     return v[0] if len(v) else np.nan
 
 
-def mark_thresholds(ax, marks, y=0.5):
-    """Vertical lines ``[(n, label, style)]`` on an n axis, each labelled at height y (axes fraction)."""
+def mark_thresholds(ax, marks, y=0.5, va="center"):
+    """Vertical lines ``[(n, label, style)]`` on an n axis, each labelled at height y (axes fraction;
+    ``va="bottom"``: the label starts there and runs up)."""
     for x, label, style in marks:
         if np.isfinite(x):
             ax.axvline(x, color="k", lw=0.9, ls=style, alpha=0.7)
             ax.text(x, y, label, transform=ax.get_xaxis_transform(), rotation=90, fontsize=6, ha="center",
-                    va="center", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+                    va=va, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
 
 
 def n_axis(ax, ns):

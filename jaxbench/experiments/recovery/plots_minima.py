@@ -46,13 +46,14 @@ def separation_figures(t, ok, meta, out):
         none = ns[~np.isfinite(nearest)]
         if len(none):
             ax.scatter(none, np.full(len(none), 2.0), marker="v", color="k", s=10, label="none found")
-        mark_thresholds(ax, branch_marks(t, b), y=0.12)
+        mark_thresholds(ax, branch_marks(t, b), y=0.02, va="bottom")
         n_axis(ax, ns)
         ax.set(yscale="log", ylim=(1e-4, 3), ylabel="distance to Q* / ||theta*||")
         ax.set_title(f"m = {m}, split {sp:g}", fontsize=8)
         count = one(t["sep_count"], b)
         summary.plot(ns - count, nearest, "-o", ms=2.5, lw=1, color=color_b, label=f"m = {m}, split {sp:g}")
-    axes[0].legend(fontsize=5, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend for the per-branch panels,
+    fig.legend(handles, labels, loc="outside lower right", ncol=4, fontsize=7)  # off the data
     summary.axvline(0, color="k", ls=":", lw=0.9)
     summary.set(yscale="log", ylim=(1e-4, 3), xlabel="n - our separation count",
                 ylabel="nearest non-Q* zero-loss point / ||theta*||")
@@ -83,7 +84,7 @@ def separation_figures(t, ok, meta, out):
         ax.plot(*median_by_n(t, s, ratio), "-", color="tab:blue", lw=1, label="median")
         p, codim = one(t["params_active"], b), one(t["codim"], b)
         ax.plot(ns, np.sqrt(np.maximum(codim - ns, 0) / p), "k--", lw=1, label="sqrt((P - n - dim T Q*)_+ / P)")
-        mark_thresholds(ax, branch_marks(t, b), y=0.15)
+        mark_thresholds(ax, branch_marks(t, b), y=0.02, va="bottom")
         n_axis(ax, ns)
         ax.set(yscale="log", ylim=(1e-5, 2), ylabel="distance end / start")
     axes[0, 0].legend(fontsize=5, loc="center right")
