@@ -37,6 +37,7 @@ class SamplerConfig:
 
     method: "sgld" or "mala" (Metropolis-adjusted, full batch only).
     Each chain runs ``num_burnin + num_draws * thin`` steps and records ``num_draws`` draws.
+    Defaults (4 x (2000 + 2000)): measured in docs/experiments/lambda_validation.md.
     adapt_step: MALA only: dual-average the step toward ``target_accept`` during burn-in.
     precondition: SGLD only: RMSProp-style diagonal preconditioner, estimated in burn-in.
     accept_check: SGLD only: compute the MALA acceptance probability of each proposal (free with
@@ -50,8 +51,8 @@ class SamplerConfig:
 
     method: str = "sgld"
     num_chains: int = 4
-    num_draws: int = 1000
-    num_burnin: int = 0
+    num_draws: int = 2000
+    num_burnin: int = 2000
     thin: int = 1
     batch_size: int | None = None
     shuffle: bool = False

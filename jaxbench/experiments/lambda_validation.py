@@ -62,7 +62,7 @@ PARAMS = {
     "n": Param("static", int, 1000, lambda v: v >= 10, "must be >= 10"),
     "chains": static(int, 4, lambda v: v >= 2, "must be >= 2 (error bars come from chains)"),
     "draws": positive(int, 2000),
-    "burnin": static(int, 500, lambda v: v >= 0, "must be >= 0"),
+    "burnin": static(int, 2000, lambda v: v >= 0, "must be >= 0"),
     "sampler": one_of("sgld", "mala", default="mala"),
     "target_accept": static(float, 0.8, lambda v: 0 < v < 1, "must lie in (0, 1)"),
     "descend_steps": static(int, 5000, lambda v: v >= 0, "must be >= 0"),
