@@ -97,9 +97,11 @@ def claims(results_dir) -> list[report.Check]:
 
 def _most_failing(t) -> str:
     from jaxbench.mcmc_diagnostics import THRESHOLDS as th
+    from jaxbench.mcmc_diagnostics import z_critical
     f = lambda k: np.asarray(t[k], float)
+    z = np.array([z_critical(int(c)) for c in f("chains")])
     fails = {"R-hat": f("rhat") > th["rhat_max"], "ESS": f("ess") < th["ess_min"],
-             "split-half": f("split_z") > th["z_max"], "plateau": f("plateau_z") > th["z_max"],
+             "split-half": f("split_z") > z, "plateau": f("plateau_z") > z,
              "variance": np.abs(f("var_rel")) > th["var_rel_max"], "acceptance": f("accept") < th["accept_min"],
              "w*": ~np.asarray(t["wstar_ok"]).astype(bool)}
     return ", ".join(f"{k} {int(v.sum())}" for k, v in sorted(fails.items(), key=lambda kv: -kv[1].sum()) if v.sum())
