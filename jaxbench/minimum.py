@@ -13,8 +13,9 @@ then verifies the point:
 * gradient norm ``|grad L_n(w*)|`` below ``grad_tol`` (`default_grad_tol`);
 * the lowest Hessian eigenvalue (Lanczos with full reorthogonalisation) not below
   ``-eig_rtol * max(h_max, 1)`` (`default_eig_rtol`);
-* a descent probe: ``probe_steps`` of unadjusted Langevin at ``nbeta = n`` (a colder posterior
-  than the estimators') from w* must not lower ``n L_n`` by more than ``probe_tol``.
+* a descent probe: ``probe_steps`` of unadjusted Langevin from w* at ``nbeta = n / log n`` (the
+  temperature of the estimators' chains: where they could go) must not find a point whose
+  ``n L_n`` is lower by more than ``probe_tol``.
 
 ``ok`` is the conjunction; estimators report it as ``wstar_ok``.
 """
@@ -128,7 +129,7 @@ def _lanczos(hvp, v0, iters):
 
 
 def check_minimum(nll_fn, params, data, key, *, weights=None, grad_tol=None, eig_rtol=None,
-                  lanczos_iters: int = 40, probe_steps: int = 300, probe_tol: float = 0.1,
+                  lanczos_iters: int = 40, probe_steps: int = 500, probe_tol: float = 0.1,
                   steps=0) -> Minimum:
     """The checks of the module docstring at ``params`` (no descent). Returns a `Minimum`."""
     validate(data=data, weights=weights)
@@ -139,44 +140,53 @@ def check_minimum(nll_fn, params, data, key, *, weights=None, grad_tol=None, eig
     l_star, g = jax.value_and_grad(loss)(w)
     gnorm = jnp.linalg.norm(g)
     lo, hi = _lanczos(_hvp(loss, w), jax.random.normal(k_l, w.shape, w.dtype), lanczos_iters)
-    drop = _descent_probe(loss, w, l_star, hi, data, weights, k_p, probe_steps)
+    drop = _descent_probe(loss, w, l_star, hi, data, weights, k_p, probe_steps)[0]
     ok = (gnorm <= tol) & (lo >= -eig_rtol * jnp.maximum(hi, 1.0)) & (drop <= probe_tol) & jnp.isfinite(l_star)
     return Minimum(params, l_star, gnorm, lo, hi, drop, jnp.asarray(steps), ok)
 
 
 def _descent_probe(loss, w, l_star, h, data, weights, key, steps):
-    """n (L* - min_t L_n(w_t)) over ``steps`` unadjusted Langevin steps at nbeta = n from w."""
+    """``(n (L* - min_t L_n(w_t)), argmin_t w_t)`` over ``steps`` unadjusted Langevin steps from
+    w at the estimators' temperature ``nbeta = n / log n``: where `llc`'s chains could go."""
     if steps == 0:
-        return jnp.zeros((), w.dtype)
+        return jnp.zeros((), w.dtype), w
     n = jax.tree_util.tree_leaves(data)[0].shape[0] if weights is None else jnp.sum(weights)
-    eps = 0.5 / (n * jnp.maximum(h, 1.0))   # floor: a flat (e.g. quartic) w* must not blow the probe up
+    nbeta = n / jnp.log(n)
+    eps = 0.5 / (nbeta * jnp.maximum(h, 1.0))   # floor: a flat (e.g. quartic) w* must not blow the probe up
     vg = jax.value_and_grad(loss)
 
     def body(carry, k):
-        v, lo = carry
+        v, lo, best = carry
         l, g = vg(v)
-        v = v - 0.5 * eps * n * g + jnp.sqrt(eps) * jax.random.normal(k, v.shape, v.dtype)
-        return (v, jnp.minimum(lo, l)), None
+        better = l < lo
+        lo, best = jnp.where(better, l, lo), jnp.where(better, v, best)
+        v = v - 0.5 * eps * nbeta * g + jnp.sqrt(eps) * jax.random.normal(k, v.shape, v.dtype)
+        return (v, lo, best), None
 
-    (v, lo), _ = jax.lax.scan(body, (w, l_star), jax.random.split(key, steps))
-    return n * (l_star - jnp.minimum(lo, loss(v)))
+    (_, lo, best), _ = jax.lax.scan(body, (w, l_star, w), jax.random.split(key, steps))
+    return n * (l_star - lo), best
 
 
 def find_minimum(nll_fn, params0, data, key, *, weights=None, jitter: float = 1e-2, max_steps: int = 5000,
-                 grad_tol=None, refresh: int = 25, **check_kw) -> Minimum:
+                 grad_tol=None, refresh: int = 25, rounds: int = 4, probe_steps: int = 500,
+                 probe_tol: float = 0.1, **check_kw) -> Minimum:
     """Descends L_n from ``params0 + jitter N(0, I)`` (module docstring) and verifies the result.
 
     The jitter moves the start off saddles where the gradient vanishes exactly (a true rank-r
-    parameter of a wider reduced-rank model is one). Stops after ``max_steps`` (rounded up to a
-    multiple of ``refresh``; may be traced) or once ``|grad L_n| <= grad_tol``. ``check_kw`` go to
-    `check_minimum`. Returns a `Minimum` (``steps``: descent steps taken).
+    parameter of a wider reduced-rank model is one). Each of ``rounds`` rounds descends for at
+    most ``max_steps`` steps (rounded up to a multiple of ``refresh``; may be traced) or until
+    ``|grad L_n| <= grad_tol``, then runs the descent probe; if the probe lowered ``n L_n`` by
+    more than ``probe_tol``, the next round starts from the lowest point it visited (a deep
+    linear network's truth is a saddle of order >= 3, flat to first and second order, where
+    descent stops at once). ``check_kw`` go to `check_minimum`. Returns a `Minimum` (``steps``:
+    descent steps taken over all rounds).
     """
     validate(data=data, weights=weights)
     if (not isinstance(max_steps, jax.core.Tracer) and max_steps < 0) or refresh < 1:
         raise ValueError(f"find_minimum needs max_steps >= 0 and refresh >= 1, got {max_steps}, {refresh}")
     w0, unravel, loss = _flat_loss(nll_fn, params0, data, weights)
     tol = default_grad_tol(w0.dtype) if grad_tol is None else grad_tol
-    k_j, k_h, k_c = jax.random.split(key, 3)
+    k_j, k_h, k_c, k_p = jax.random.split(key, 4)
     vg = jax.value_and_grad(loss)
     x0 = w0 + jitter * jax.random.normal(k_j, w0.shape, w0.dtype)
 
@@ -202,11 +212,25 @@ def find_minimum(nll_fn, params0, data, key, *, weights=None, jitter: float = 1e
         mult = jnp.where(worse, mult / 4, jnp.minimum(1.0, 2 * mult))
         return i + refresh, x, y, t, u, jnp.where(worse, jnp.inf, jnp.linalg.norm(vg(x)[1])), mult
 
-    def more(state):
-        return (state[0] < max_steps) & (state[5] > tol)
-
     one = jnp.ones((), w0.dtype)
     u0 = jax.random.normal(k_h, w0.shape, w0.dtype)
-    init = (jnp.zeros((), jnp.int32), x0, x0, one, u0, jnp.linalg.norm(vg(x0)[1]), one)
-    steps, x, *_ = jax.lax.while_loop(more, block, init)
-    return check_minimum(nll_fn, unravel(x), data, k_c, weights=weights, grad_tol=tol, steps=steps, **check_kw)
+
+    def descend(x, limit):
+        init = (jnp.zeros((), jnp.int32), x, x, one, u0, jnp.linalg.norm(vg(x)[1]), one)
+        steps, x, *_ = jax.lax.while_loop(lambda st: (st[0] < limit) & (st[5] > tol), block, init)
+        return x, steps
+
+    def round_(r, carry):
+        # descend, then probe: a gradient below tol also holds on a flat higher-order saddle (a
+        # deep linear truth), which the probe's chain leaves; descend again from its best point
+        x, steps, go = carry
+        x_new, s_r = descend(x, jnp.where(go, max_steps, 0))
+        l_new = loss(x_new)
+        h, _ = _power(_hvp(loss, x_new), u0, 8)
+        drop, best = _descent_probe(loss, x_new, l_new, h, data, weights, jax.random.fold_in(k_p, r), probe_steps)
+        more = go & (drop > probe_tol)
+        return jnp.where(more, best, x_new), steps + s_r, more
+
+    x, steps, _ = jax.lax.fori_loop(0, rounds, round_, (x0, jnp.zeros((), jnp.int32), jnp.asarray(True)))
+    return check_minimum(nll_fn, unravel(x), data, k_c, weights=weights, grad_tol=tol, steps=steps,
+                         probe_steps=probe_steps, probe_tol=probe_tol, **check_kw)

@@ -69,3 +69,22 @@ def test_smoke_preset_end_to_end(smoke_run, sweep, figures):
         assert (out / f"{f}.png").exists() and (out / f"{f}.pdf").exists()
     t = store.load(out).table
     assert np.all(np.isfinite(np.asarray(t["lambda_hat"], float)))
+
+
+def test_committed_validation_results_hit_the_closed_forms(root):
+    """The must-hold numbers, read from the committed default sweep (results/lambda_validation):
+    every case's mean over seeds within 10% (sampler check; vs lambda - (m-1)/log(nbeta) allowed
+    where m > 1) or 15% (statistical check) of the closed form, with s.e./lambda <= 5%, and the
+    closed-form minimum reached by find_minimum."""
+    from jaxbench.experiments import _lambda_claims as lc
+    out = root / "results" / "lambda_validation"
+    cases = lc.cases(out)
+    assert {c["check"] for c in cases} == {"sampler", "statistical"} and len(cases) >= 2 * 18
+    assert {c["n"] for c in cases if c["check"] == "statistical"} == {1000, 10000}
+    assert min(c["seeds"] for c in cases) >= 8
+    bad = [(c["check"], c["label"], c["n"], round(c["rel_err"], 3)) for c in cases if not lc.within(c)]
+    assert not bad, bad
+    wide = [(c["check"], c["label"], c["n"], round(c["se"] / c["lambda"], 3)) for c in cases if c["se"] / c["lambda"] > lc.SE_MAX]
+    assert not wide, wide
+    gaps = np.concatenate([c["wstar_gap"] for c in cases if c["check"] == "statistical"])
+    assert np.max(np.abs(gaps)) <= 1e-5
