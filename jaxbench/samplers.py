@@ -39,7 +39,9 @@ class SamplerConfig:
     Each chain runs ``num_burnin + num_draws * thin`` steps and records ``num_draws`` draws.
     Defaults (4 x (2000 + 2000)): measured in docs/experiments/lambda_validation.md.
     adapt_step: MALA only: dual-average the step toward ``target_accept`` during burn-in.
-    precondition: SGLD only: RMSProp-style diagonal preconditioner, estimated in burn-in.
+    precondition: SGLD: RMSProp-style diagonal preconditioner, estimated in burn-in; MALA: a
+      diagonal metric from the posterior standard deviations over the second quarter of burn-in
+      (needs adapt_step and num_burnin >= 4).
     accept_check: SGLD only: compute the MALA acceptance probability of each proposal (free with
       the full batch; with minibatches it costs one full-batch gradient per step). None: on for
       full-batch SGLD, off with minibatches.
@@ -207,15 +209,20 @@ def sample(nll_fn: Callable, params0, data, key, config: SamplerConfig, step_siz
     observe = (lambda w: None) if observe_fn is None else (lambda w: observe_fn(unravel(w)))
 
     if cfg.method == "mala":
-        step = _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0)
+        step = _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0)
     else:
         step = _sgld_steps(grad_fn, full, _minibatcher(data, weights, cfg), cfg, eps0, w0.shape, dtype)
 
     def chain(k):
         k_run, k_perm = jax.random.split(k)
         state = step.init(w0)
-        if cfg.num_burnin:
-            burn = lambda s, t: (step.update(s, jax.random.fold_in(k_run, t), t, k_perm, True)[0], None)
+        burn = lambda s, t: (step.update(s, jax.random.fold_in(k_run, t), t, k_perm, True)[0], None)
+        if cfg.num_burnin and step.switch is not None:
+            half = 2 * (cfg.num_burnin // 4)
+            state = jax.lax.scan(burn, state, jnp.arange(half))[0]
+            state = step.switch(state)
+            state = jax.lax.scan(burn, state, jnp.arange(half, cfg.num_burnin))[0]
+        elif cfg.num_burnin:
             state = jax.lax.scan(burn, state, jnp.arange(cfg.num_burnin))[0]
 
         def draw(carry, i):
@@ -242,41 +249,77 @@ class _Steps(NamedTuple):
     update: Callable        # (state, key, t, k_perm, burning) -> (state, (loss before, accept prob))
     position: Callable
     final_step: Callable
+    switch: Callable | None = None   # called once at mid burn-in (MALA's metric), if any
 
 
-def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0):
+def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
     """blackjax's MALA kernel on the localized target, with dual averaging in burn-in.
 
     blackjax writes the move as ``w + tau grad + sqrt(2 tau) xi``: tau = eps / 2. Its
     ``logdensity_fn`` returns a scalar only, so the loss is recovered from the stored log
     density: ``L = -(log pi + prior terms) / nbeta`` (exact; needs nbeta > 0, NaN at nbeta = 0).
+
+    With ``precondition``: a diagonal metric by a change of variables ``w = w0 + D z`` (blackjax's
+    MALA has no mass matrix; in z the kernel is the plain one, so it stays exact). D is the
+    posterior standard deviation of each coordinate over the second quarter of burn-in, divided
+    by its smallest value (the stiffest direction keeps the adapted step, flat ones move
+    further; capped at 1e3); the second half of burn-in re-adapts the step in z.
     """
     import blackjax
     from blackjax.adaptation.step_size import dual_averaging_adaptation
 
     kernel = blackjax.mala.build_kernel()
-    logdensity = lambda w: log_target(w, data, weights)[0]
     da_init, da_update, da_final = dual_averaging_adaptation(cfg.target_accept)
     adapt = cfg.adapt_step and cfg.num_burnin > 0
     safe_nbeta = jnp.where(nbeta > 0, nbeta, 1.0)
+    quarter = cfg.num_burnin // 4
 
-    def loss_of(st):
-        return jnp.where(nbeta > 0, -(st.logdensity + prior_terms(st.position)) / safe_nbeta, jnp.nan)
+    def logdensity(scale):
+        return lambda z: log_target(w0 + scale * z, data, weights)[0]
+
+    def position(s):
+        return w0 + s[3] * s[0].position
+
+    def loss_of(st, scale):
+        return jnp.where(nbeta > 0, -(st.logdensity + prior_terms(w0 + scale * st.position)) / safe_nbeta, jnp.nan)
 
     def init(w):
-        return blackjax.mala.init(w, logdensity), da_init(0.5 * eps0), 0.5 * eps0
+        one = jnp.ones_like(w)
+        zero = jnp.zeros((), w.dtype)
+        welford = (zero, jnp.zeros_like(w), jnp.zeros_like(w))
+        return blackjax.mala.init(w - w0, logdensity(one)), da_init(0.5 * eps0), 0.5 * eps0, one, welford
 
     def update(s, key, t, k_perm, burning: bool):
-        st, da, tau = s
+        st, da, tau, scale, (cnt, mean, m2) = s
+        logp = logdensity(scale)
         if burning and adapt:
-            new, info = kernel(key, st, logdensity, jnp.exp(da.log_step_size))
+            new, info = kernel(key, st, logp, jnp.exp(da.log_step_size))
             da = da_update(da, info.acceptance_rate)
             tau = da_final(da)                  # the averaged step: frozen once burn-in ends
+            if cfg.precondition:                # Welford mean / variance of w over [B/4, B/2)
+                w = w0 + scale * new.position
+                on = (t >= quarter) & (t < 2 * quarter)
+                c1 = cnt + 1
+                d = w - mean
+                mean_n = mean + d / c1
+                cnt, mean, m2 = (jnp.where(on, c1, cnt), jnp.where(on, mean_n, mean),
+                                 jnp.where(on, m2 + d * (w - mean_n), m2))
         else:
-            new, info = kernel(key, st, logdensity, tau)
-        return (new, da, tau), (loss_of(st), info.acceptance_rate)
+            new, info = kernel(key, st, logp, tau)
+        return (new, da, tau, scale, (cnt, mean, m2)), (loss_of(st, scale), info.acceptance_rate)
 
-    return _Steps(init, update, lambda s: s[0].position, lambda s: 2.0 * s[2])
+    def switch(s):
+        """End of the metric's estimation window: D from the window's variances, state in z."""
+        st, da, tau, scale, (cnt, mean, m2) = s
+        sd = jnp.sqrt(m2 / jnp.maximum(cnt - 1, 1))
+        new_scale = jnp.clip(sd / jnp.maximum(jnp.min(sd), 1e-30), 1.0, 1e3)
+        new_scale = jnp.where(jnp.all(jnp.isfinite(new_scale)) & (cnt > 1), new_scale, scale)
+        w = w0 + scale * st.position
+        return (blackjax.mala.init((w - w0) / new_scale, logdensity(new_scale)), da_init(tau), tau, new_scale,
+                (cnt, mean, m2))
+
+    steps = _Steps(init, update, position, lambda s: 2.0 * s[2])
+    return steps._replace(switch=switch) if cfg.precondition and adapt and quarter > 0 else steps
 
 
 def _sgld_steps(grad_fn, full, batch_of, cfg, eps, shape, dtype):

@@ -69,6 +69,7 @@ PARAMS = {
     "burnin": static(int, 2000, lambda v: v >= 0, "must be >= 0"),
     "sampler": one_of("sgld", "mala", default="mala"),
     "target_accept": static(float, 0.8, lambda v: 0 < v < 1, "must lie in (0, 1)"),
+    "precondition": static(bool, False),
     "descend_steps": static(int, 5000, lambda v: v >= 0, "must be >= 0"),
     "jitter": in_range(0.0, 10.0, 0.3),
     "gap_tol": in_range(0.0, 1.0, 1e-5),
@@ -168,7 +169,8 @@ def run_one(s, traced, key):
     at_truth = fe.check_minimum(nll, p_true, data, k_c)
     w_star = jax.tree_util.tree_map(lambda a, b: jnp.where(centred, a, b), at_truth, found)
     nbeta = s.n / math.log(s.n)
-    cfg = fe.SamplerConfig(s.sampler, s.chains, s.draws, s.burnin, target_accept=s.target_accept)
+    cfg = fe.SamplerConfig(s.sampler, s.chains, s.draws, s.burnin, target_accept=s.target_accept,
+                          precondition=s.precondition)
     est = fe.llc(nll, p_true, data, k_s, cfg, wstar=w_star, nbeta=nbeta, localization=traced["localization"],
                  step_scale=traced["step_scale"])
     lam, m = fe.dln_learning_coefficient_jnp(dims, rank)
