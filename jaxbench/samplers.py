@@ -273,6 +273,8 @@ def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
     adapt = cfg.adapt_step and cfg.num_burnin > 0
     safe_nbeta = jnp.where(nbeta > 0, nbeta, 1.0)
     quarter = cfg.num_burnin // 4
+    if not (cfg.precondition and adapt and quarter > 0):
+        w0 = jnp.zeros_like(w0)        # no metric: z = w exactly (0 + 1 * z rounds to z)
 
     def logdensity(scale):
         return lambda z: log_target(w0 + scale * z, data, weights)[0]
