@@ -119,7 +119,7 @@ def jax_llc(spec, x, y, params, eps, gamma, nbeta, chains, draws, batch, variant
     def nll(p, b):
         return 0.5 * jnp.sum((mlp.apply(spec, p, b[0]) - b[1]) ** 2, -1)
 
-    cfg = fe.SamplerConfig("sgld", chains, draws, batch_size=batch, shuffle=True)
+    cfg = fe.SamplerConfig("sgld", chains, draws, num_burnin=0, batch_size=batch, shuffle=True)
     # the speed comparison runs the same SGLD as devinterp: no gamma/10 plateau rerun, no w* checks
     one = lambda xx, yy, pp, k: fe.llc(nll, pp, (xx, yy), k, cfg, eps, nbeta=nbeta, localization=gamma,
                                        plateau=False, check_wstar=False).per_chain
@@ -145,7 +145,7 @@ def seeds_llc(spec, x, y, params, eps, gamma, nbeta, chains, draws, batch, seeds
     from jaxbench import mlp
 
     nll = lambda p, b: 0.5 * jnp.sum((mlp.apply(spec, p, b[0]) - b[1]) ** 2, -1)
-    cfg = fe.SamplerConfig("sgld", chains, draws, batch_size=batch, shuffle=True)
+    cfg = fe.SamplerConfig("sgld", chains, draws, num_burnin=0, batch_size=batch, shuffle=True)
     f = jax.jit(lambda k: fe.llc(nll, params, (x, y), k, cfg, eps, nbeta=nbeta, localization=gamma,
                                  plateau=False, check_wstar=False).per_chain)
     return [np.asarray(f(jax.random.PRNGKey(s))) for s in seeds]

@@ -29,6 +29,8 @@ def validation(results_dir):
     fig, axes = plotlib.figure(1, 2, width=4.3, height=0.28 * len(labels) + 1.6, sharey=True)
     for ax, check, title in ((axes[0, 0], "sampler", "sampler check: noise-free, w* = truth"),
                              (axes[0, 1], "statistical", "statistical check: noisy, w* = find_minimum")):
+        if check == "statistical":
+            ax.axvspan(-0.15, 0.15, color="0.95", zorder=0, label="±15% (statistical band)")
         ax.axvspan(-0.10, 0.10, color="0.88", zorder=0, label="±10%")
         ax.axvline(0, color="k", lw=0.8)
         for c in (c for c in cs if c["check"] == check):
