@@ -2,7 +2,7 @@
 
 The construction and the bound are our reconstruction of T. Chen, C.-K. Chien, P. Munoz Ewald,
 A. G. Moore, "Architecture independent generalization bounds for overparametrized deep ReLU
-networks", arXiv:2504.05695 (the paper's own statements are not copied; see README "Experiment 3").
+networks", arXiv:2504.05695 (the paper's own statements are not copied; see docs/experiments/arch_bounds.md).
 
 Row-vector convention of `jaxbench.mlp`: inputs are rows, ``h = x W + b`` with ``W: (fan_in,
 fan_out)``. Training inputs ``X (n, d)``, targets ``Y (n, k)``.

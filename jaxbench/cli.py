@@ -4,7 +4,7 @@
                               [--memory-budget GiB] [--distributed [--coordinator H:P ...]]
     jaxbench plot RESULTS_DIR
     jaxbench list [--dir sweeps]
-    jaxbench report [--results results] [--out results/REPORT.md]
+    jaxbench report [--results results] [--out results/REPORT.md] [--readme README.md]
     jaxbench tpu-sweep --tpu NAME --zone ZONE [--sweep FILE ...] [--scale paper] [--dry-run]
 
 Exit code 0 on success; 2 with one line on stderr for bad input.
@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="claim checks of every results directory -> REPORT.md")
     rp.add_argument("--results", default="results", help="folder of results directories (default results)")
     rp.add_argument("--out", default=None, help="report file (default <results>/REPORT.md)")
+    rp.add_argument("--readme", default=None, help="also regenerate this README's verdict table")
     ls = sub.add_parser("list", help="list sweep files and their presets")
     ls.add_argument("--dir", default="sweeps")
     t = sub.add_parser("tpu-sweep", help="run sweeps on a Cloud TPU VM slice with gcloud")
@@ -132,8 +133,12 @@ def _plot(args) -> int:
 
 def _report(args) -> int:
     from jaxbench import report
+    from jaxbench.sweep import SweepError
 
-    print(report.write_report(args.results, args.out))
+    try:
+        print(report.write_report(args.results, args.out, args.readme))
+    except ValueError as e:
+        raise SweepError(str(e)) from None
     return 0
 
 

@@ -103,9 +103,9 @@ def _zero(leaves):
 def _tied(vals, token, every=False):
     """``vals`` with the first (``every``: each) non-weak numeric operand made to depend on ``token``.
 
-    One operand orders a LAPACK call; a loop or branch is tied on every operand, since XLA
-    may hoist a loop-invariant LAPACK call out of the loop, or evaluate both branches of a
-    small ``cond``, and then only the operands that call reads order it."""
+    One operand orders a LAPACK call; a loop (or any other op holding LAPACK calls) is tied on
+    every operand, since XLA may hoist a loop-invariant LAPACK call out of the loop, and then
+    only the operands that call reads order it."""
     zero = None if token is None else _zero(token)
     vals = list(vals)
     if zero is None:

@@ -41,7 +41,25 @@ def _beta_tail_quantile(u, a, b, lo, iters=60):
     return 0.5 * (left + right)
 
 
-def separated_sphere(key, n: int, d: int, eta=0.0, gamma=0.0) -> Classification:
+def flip_labels(key, y, eta, exact: bool = False):
+    """Labels ``y (n,)`` in {-1, +1} with noise rate eta (may be traced).
+
+    exact=False: each label flipped independently with probability eta (the realized rate is
+    Binomial(n, eta) / n). exact=True: exactly ``round(eta * n)`` labels flipped (rounded in the
+    working precision, half to even), chosen uniformly at random: the realized rate is the
+    nominal one up to rounding, so a sweep over eta does not also sweep the sampling noise of
+    the flip count. Flip sets of one key are nested: a larger eta flips a superset.
+    """
+    n = y.shape[0]
+    if exact:
+        rank = jnp.argsort(jnp.argsort(jax.random.uniform(key, (n,))))  # a uniform random permutation
+        flip = rank < jnp.round(jnp.asarray(eta) * n)
+    else:
+        flip = jax.random.bernoulli(key, eta, (n,))
+    return jnp.where(flip, -y, y)
+
+
+def separated_sphere(key, n: int, d: int, eta=0.0, gamma=0.0, exact_flips: bool = False) -> Classification:
     """Uniform points on S^{d-1} conditioned on margin ``|<u, x>| >= gamma``; labels flipped w.p. eta.
 
     The direction u is ``e_1`` (the networks' initialisation is rotation invariant, so this
@@ -54,6 +72,8 @@ def separated_sphere(key, n: int, d: int, eta=0.0, gamma=0.0) -> Classification:
       n, d: sample size and dimension (static, d >= 2).
       eta: label-noise rate in [0, 0.5] (may be traced); the Bayes error on noisy labels is eta.
       gamma: margin in [0, 1) (may be traced).
+      exact_flips: flip exactly ``round(eta n)`` labels instead of each with probability eta
+        (`flip_labels`); the default keeps the i.i.d. flips (and the draws) of earlier versions.
     """
     if d < 2:
         raise ValueError(f"separated_sphere needs d >= 2, got {d}")
@@ -66,8 +86,7 @@ def separated_sphere(key, n: int, d: int, eta=0.0, gamma=0.0) -> Classification:
     perp = sphere(k_perp, n, d - 1) * jnp.sqrt(jnp.clip(1.0 - t**2, 0.0))[:, None]
     x = jnp.concatenate([(sign * t)[:, None], perp], axis=1)
     y_clean = sign
-    flip = jax.random.bernoulli(k_flip, eta, (n,))
-    return Classification(x, y_clean, jnp.where(flip, -y_clean, y_clean))
+    return Classification(x, y_clean, flip_labels(k_flip, y_clean, eta, exact_flips))
 
 
 def teacher_student(key, n: int, teacher: mlp.MLPSpec, teacher_params, noise_std=0.0,

@@ -43,12 +43,6 @@ def _env_int(name):
     return None if v is None else int(v)
 
 
-def assign(items: list) -> list:
-    """The items this process runs: round-robin over processes (stable across resumes)."""
-    p, n = jax.process_index(), jax.process_count()
-    return [it for i, it in enumerate(items) if i % n == p]
-
-
 def barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils

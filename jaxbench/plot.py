@@ -98,13 +98,19 @@ def grid_of(table: dict, x: str, y: str, value: str, where=None):
 
 
 def heatmap(ax, xs, ys, Z, *, xlabel, ylabel, cbar_label, contour=None, contour_label=None,
-            vmin=None, vmax=None, cmap="viridis", fmt="{:.2f}", annotate=True):
-    """Phase diagram: Z (len(ys), len(xs)) on a categorical grid; optional contour overlay.
+            vmin=None, vmax=None, cmap="viridis", fmt="{:.2f}", annotate=True, norm=None,
+            outline=None, outline_label=None, text=None):
+    """Phase diagram: Z (len(ys), len(xs)) on a categorical grid.
 
-    contour: optional second (len(ys), len(xs)) array drawn as labelled contour lines.
+    contour: optional second (len(ys), len(xs)) array drawn as labelled contour lines (they cross
+    cell centres, where the annotations are: prefer ``outline`` with annotations).
+    outline: optional boolean (len(ys), len(xs)) mask whose region is outlined along cell edges
+    (a staircase that never crosses a cell's label), named ``outline_label`` in a legend.
+    text: optional (len(ys), len(xs)) array of strings to write in the cells instead of ``fmt(Z)``.
+    norm: optional matplotlib norm (e.g. ``LogNorm``) instead of vmin / vmax.
     """
-    im = ax.imshow(Z, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
-                   interpolation="nearest")
+    kw = {"norm": norm} if norm is not None else {"vmin": vmin, "vmax": vmax}
+    im = ax.imshow(Z, origin="lower", aspect="auto", cmap=cmap, interpolation="nearest", **kw)
     ax.set_xticks(range(len(xs)), [_tick(v) for v in xs])
     ax.set_yticks(range(len(ys)), [_tick(v) for v in ys])
     ax.set_xlabel(xlabel)
@@ -113,13 +119,16 @@ def heatmap(ax, xs, ys, Z, *, xlabel, ylabel, cbar_label, contour=None, contour_
     cb = ax.figure.colorbar(im, ax=ax)
     cb.set_label(cbar_label)
     if annotate and Z.size <= 120:
-        lo, hi = np.nanmin(Z), np.nanmax(Z)
         for i in range(Z.shape[0]):
             for j in range(Z.shape[1]):
                 if np.isfinite(Z[i, j]):
-                    light = (Z[i, j] - lo) < 0.5 * (hi - lo) if hi > lo else True
-                    ax.text(j, i, fmt.format(Z[i, j]), ha="center", va="center", fontsize=6,
+                    r, g, b, _ = im.cmap(im.norm(Z[i, j]))
+                    light = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # dark cell: white text
+                    label = fmt.format(Z[i, j]) if text is None else text[i][j]
+                    ax.text(j, i, label, ha="center", va="center", fontsize=6,
                             color="white" if light else "black")
+    if outline is not None:
+        _outline(ax, np.asarray(outline, bool), outline_label)
     if contour is not None and np.isfinite(contour).sum() >= 4 and min(contour.shape) >= 2:
         cs = ax.contour(np.arange(len(xs)), np.arange(len(ys)), contour, colors="white",
                         linewidths=0.9, linestyles="--")
@@ -131,6 +140,32 @@ def heatmap(ax, xs, ys, Z, *, xlabel, ylabel, cbar_label, contour=None, contour_
             for t in leg.get_texts():
                 t.set_color("white")
     return im
+
+
+def _outline(ax, mask, label=None, color="red"):
+    """Draws the boundary of the cells where ``mask`` holds, along cell edges (imshow grid)."""
+    ny, nx = mask.shape
+    segs = []
+    for i in range(ny):
+        for j in range(nx):
+            if not mask[i, j]:
+                continue
+            if i == 0 or not mask[i - 1, j]:
+                segs.append([(j - 0.5, i - 0.5), (j + 0.5, i - 0.5)])
+            if i == ny - 1 or not mask[i + 1, j]:
+                segs.append([(j - 0.5, i + 0.5), (j + 0.5, i + 0.5)])
+            if j == 0 or not mask[i, j - 1]:
+                segs.append([(j - 0.5, i - 0.5), (j - 0.5, i + 0.5)])
+            if j == nx - 1 or not mask[i, j + 1]:
+                segs.append([(j + 0.5, i - 0.5), (j + 0.5, i + 0.5)])
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(LineCollection(segs, colors=color, linewidths=2.0, capstyle="projecting"))
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    if label:
+        ax.plot([], [], color=color, lw=2.0, label=label)
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, 1.0), fontsize=6, framealpha=0.85)
 
 
 def _tick(v):
@@ -145,3 +180,57 @@ def band(ax, x, mean, err, label=None, **line_kw):
     (line,) = ax.plot(x, mean, label=label, **line_kw)
     ax.fill_between(x, mean - err, mean + err, color=line.get_color(), alpha=0.2, linewidth=0)
     return line
+
+
+# ----------------------------------------------------------------------------- table helpers
+
+
+def mode(col, where):
+    """Most frequent value of ``col`` among rows ``where`` (ties: the smallest)."""
+    vals, counts = np.unique(np.asarray(col)[where], return_counts=True)
+    return vals[np.argmax(counts)]
+
+
+def nearest(col, where, target):
+    """The value of ``col`` among rows ``where`` closest to ``target``."""
+    vals = np.unique(np.asarray(col)[where])
+    return vals[np.argmin(np.abs(vals - target))]
+
+
+def at_mode(t, where, keys):
+    """``where`` restricted to the most frequent value of each of ``keys`` (one slice of the grid)."""
+    sel = np.asarray(where).copy()
+    for k in keys:
+        if k in t:
+            sel &= t[k] == mode(t[k], sel)
+    return sel
+
+
+def no_data(ax, why):
+    """Marks an empty panel with the reason."""
+    ax.text(0.5, 0.5, f"no data: {why}", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+
+
+def slope_guide(ax, x, y0, power, label):
+    """Dotted ``y0 * (x / x[0])^power`` reference line."""
+    x = np.asarray(sorted(x), float)
+    ax.plot(x, y0 * (x / x[0]) ** power, ":", color="0.4", lw=1, label=label)
+
+
+def line(ax, t, x, y, where, label=None, **kw):
+    """Mean +- s.e. of column ``y`` against column ``x`` over rows ``where`` (a `band`); None if empty."""
+    keys, mean, sem, _ = aggregate(t, [x], y, where=where)
+    if not keys:
+        return None
+    return band(ax, [k[0] for k in keys], mean, sem, label=label, **kw)
+
+
+def loglog_slope(x, y):
+    """Least-squares slope and intercept of ``log y`` against ``log x`` (positive finite pairs only);
+    ``(nan, nan)`` with fewer than two distinct x."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
+    if len(np.unique(x[ok])) < 2:
+        return np.nan, np.nan
+    slope, icpt = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)
+    return float(slope), float(icpt)

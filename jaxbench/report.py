@@ -103,8 +103,25 @@ def render(results: Path, out: Path) -> str:
     return "\n".join(lines + head + summary + [""] + sections).rstrip() + "\n"
 
 
-def write_report(results="results", out=None) -> Path:
-    """Writes ``<results>/REPORT.md`` (or ``out``) atomically and returns its path."""
+README_START, README_END = "<!-- report:verdicts -->", "<!-- /report:verdicts -->"
+
+
+def verdict_table(results: Path, report_path: Path, readme: Path) -> str:
+    """Per sweep: its claim checks' verdict counts, linked to its section of the report."""
+    from jaxbench import store
+
+    link = Path(os.path.relpath(report_path.resolve(), readme.resolve().parent)).as_posix()
+    rows = ["| sweep | experiment | " + " | ".join(VERDICTS) + " |", "|---|---|" + "---|" * len(VERDICTS)]
+    for d in sweep_dirs(results):
+        checks = checks_of(d)
+        counts = " | ".join(str(sum(c.verdict == v for c in checks)) if checks is not None else "–" for v in VERDICTS)
+        rows.append(f"| [{d.name}]({link}#{d.name.replace('_', '-')}) | {store.load_meta(d)['experiment']} | {counts} |")
+    return "\n".join(rows)
+
+
+def write_report(results="results", out=None, readme=None) -> Path:
+    """Writes ``<results>/REPORT.md`` (or ``out``) atomically and returns its path. With
+    ``readme``, also regenerates that file's verdict table between `README_START` and `README_END`."""
     from jaxbench import store
 
     results = Path(results)
@@ -112,4 +129,13 @@ def write_report(results="results", out=None) -> Path:
     if not results.is_dir():
         raise FileNotFoundError(f"no results directory {results}")
     store.atomic_write(out, render(results, out).encode())
+    if readme is not None:
+        readme = Path(readme)
+        text = readme.read_text()
+        if README_START not in text or README_END not in text:
+            raise ValueError(f"{readme} has no {README_START} ... {README_END} block for the verdict table")
+        head, rest = text.split(README_START, 1)
+        tail = rest.split(README_END, 1)[1]
+        table = verdict_table(results, out, readme)
+        store.atomic_write(readme, f"{head}{README_START}\n{table}\n{README_END}{tail}".encode())
     return out

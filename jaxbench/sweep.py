@@ -36,6 +36,16 @@ from jaxbench.sweepfile import SCALES, Sweep, SweepError, load  # noqa: F401  (r
 
 DEFAULT_MAX_CHUNK = 1024
 
+# Matmul precision policy. XLA on recent NVIDIA GPUs computes float32 matrix products with
+# TF32 (10-bit mantissa) unless told otherwise, and TPUs with bfloat16 passes: results would
+# then differ from the CPU's by ~1e-3 relative, and float32 equalities (a vmapped chunk equals
+# each variant alone, NTK methods agree) break. Every bucket program is therefore traced with
+# full float32 products ("highest") unless its experiment sets ``MATMUL_PRECISION`` to a faster
+# one ("high", "tensorfloat32", "default", "bfloat16") because its claims tolerate that. On CPU all
+# of them compute the same full-precision products. float64 (``X64 = True``) is never reduced.
+DEFAULT_MATMUL_PRECISION = "highest"
+MATMUL_PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16")
+
 # Chunk layout on one CPU device (benchmarks/RESULTS.md, "Sweep engine throughput"). Small
 # variants run fastest as one vmap over the chunk: each variant's ops are too small to keep the
 # cores busy, and the loops inside a program (training steps, the data sampler's bisection) pay
@@ -128,8 +138,9 @@ class _Program:
     code never runs twice. Layout (``inner_batch``): 0 is one ``vmap`` over the whole chunk;
     k > 0 is ``lax.map`` over sub-batches of k vmapped variants (one device only; chunk sizes
     are then multiples of k); "auto" picks per bucket: ``cpu_inner_batch`` on one CPU device,
-    vmap on accelerators and when the variant axis is sharded over several devices. Every
-    layout gives the same results.
+    vmap on accelerators and when the variant axis is sharded over several devices; an
+    experiment's ``CPU_INNER_BATCH`` replaces the FLOP rule on CPU. Every layout gives the same
+    results.
     """
 
     def __init__(self, sweep: Sweep, bucket: Bucket, sharding, inner_batch: int | str = "auto"):
@@ -149,6 +160,7 @@ class _Program:
                 out["diverged"] = jnp.any(jnp.stack(flags)) if flags else jnp.zeros((), bool)
             return out
 
+        t0 = time.perf_counter()
         shapes = {k: jax.ShapeDtypeStruct((), self._dtype(k)) for k in _traced_keys(self.module)}
         closed, out_shapes = jax.make_jaxpr(one, return_shape=True)(shapes)
         if compat.lapack_calls_overlap():  # no two LAPACK calls at once: they can deadlock (compat)
@@ -159,8 +171,11 @@ class _Program:
         if jax.local_device_count() > 1:
             inner_batch = 0
         elif inner_batch == "auto":
-            inner_batch = cpu_inner_batch(self.variant_flops) if jax.default_backend() == "cpu" else 0
+            preferred = getattr(self.module, "CPU_INNER_BATCH", None)  # the experiment knows its loops
+            rule = cpu_inner_batch(self.variant_flops) if preferred is None else int(preferred)
+            inner_batch = rule if jax.default_backend() == "cpu" else 0
         self.inner_batch = int(inner_batch)
+        self.trace_s = time.perf_counter() - t0
 
     def round_size(self, size: int) -> int:
         """Chunk sizes are multiples of the sub-batch (no remainder: one compilation per bucket)."""
@@ -244,20 +259,82 @@ def _layout_key(sweep, bucket, budget, max_chunk, n_devices, inner_batch) -> str
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def layouts(sweep: Sweep, buckets, programs, budget: int, max_chunk: int, cache: dict) -> list[Layout]:
-    """Chunk layout of every bucket. Sizes found by compiling are remembered in ``cache`` so a
-    resumed run recompiles nothing for buckets that are already finished."""
-    n_dev = jax.local_device_count()
-    out = []
-    for b, (bk, prog) in enumerate(zip(buckets, programs)):
-        key = _layout_key(sweep, bk, budget, max_chunk, n_dev, prog.inner_batch)
-        if key not in cache:
-            cache[key] = prog.choose_size(budget, max_chunk, n_dev)
-        size, mem = cache[key]
-        ids = bk.variant_ids
-        chunks = tuple(tuple(ids[i:i + size]) for i in range(0, len(ids), size))
-        out.append(Layout(size, mem, chunks, tuple(chunk_name(sweep, b, c, ch) for c, ch in enumerate(chunks))))
-    return out
+def _layout(sweep: Sweep, b: int, bucket: Bucket, size: int, mem: int) -> Layout:
+    ids = bucket.variant_ids
+    chunks = tuple(tuple(ids[i:i + size]) for i in range(0, len(ids), size))
+    return Layout(size, mem, chunks, tuple(chunk_name(sweep, b, c, ch) for c, ch in enumerate(chunks)))
+
+
+def compile_threads(env=os.environ) -> int:
+    """Background threads that trace and compile buckets ahead of the one running
+    (``JAXBENCH_COMPILE_THREADS``, default 2; 0 prepares each bucket only when it is needed)."""
+    raw = env.get("JAXBENCH_COMPILE_THREADS", "2").strip()
+    if not raw.isdigit():
+        raise SweepError(f"JAXBENCH_COMPILE_THREADS={raw!r}: expected an integer >= 0")
+    return int(raw)
+
+
+class _Pipeline:
+    """Every bucket's program traced, sized and compiled in background threads, in bucket order.
+
+    XLA compiles and executes outside the GIL, so while the main thread runs one bucket's chunks
+    the next buckets compile, and on a multi-core host several compile at once. ``get(b)`` waits
+    for bucket b (the time it waits is the compilation a user sees, ``wait_s``). Chunk sizes come
+    from XLA's memory analysis (`_Program.choose_size`) and are remembered in ``cache`` (the
+    results folder's layout.json), so a resumed run compiles nothing for finished buckets.
+    """
+
+    def __init__(self, sweep: Sweep, budget: int, max_chunk: int, inner_batch, out: Path | None, threads: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        mesh = Mesh(np.array(jax.local_devices()), ("v",))
+        self.sweep, self.sharding, self.budget, self.max_chunk = sweep, NamedSharding(mesh, PartitionSpec("v")), budget, max_chunk
+        self.inner_batch, self.out = inner_batch, out
+        self.buckets = plan(sweep)
+        self.cache_file = None if out is None else out / store.CHUNKS / "layout.json"
+        self.cache = {}
+        if self.cache_file is not None and self.cache_file.exists():
+            self.cache = {k: tuple(v) for k, v in json.loads(self.cache_file.read_text()).items()}
+        self.wait_s = [0.0] * len(self.buckets)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="jaxbench-compile") if threads else None
+        self._jobs = [self._pool.submit(self._prepare, b) for b in range(len(self.buckets))] if self._pool else None
+
+    def _prepare(self, b: int):
+        bucket = self.buckets[b]
+        with _context(self.sweep):  # jax's x64 / precision settings are per thread
+            prog = _Program(self.sweep, bucket, self.sharding, self.inner_batch)
+            n_dev = jax.local_device_count()
+            key = _layout_key(self.sweep, bucket, self.budget, self.max_chunk, n_dev, prog.inner_batch)
+            if key in self.cache:
+                size, mem = self.cache[key]
+                lay = _layout(self.sweep, b, bucket, size, mem)
+                if self.out is None or not all(store.chunk_path(self.out, n).exists() for n in lay.names):
+                    prog.compiled(size)  # compiled here, ahead of its chunks
+            else:
+                size, mem = prog.choose_size(self.budget, self.max_chunk, n_dev)
+                lay = _layout(self.sweep, b, bucket, size, mem)
+        return prog, key, lay
+
+    def get(self, b: int):
+        """(program, layout) of bucket b, once ready."""
+        t0 = time.perf_counter()
+        prog, key, lay = self._jobs[b].result() if self._jobs else self._prepare(b)
+        self.wait_s[b] += time.perf_counter() - t0
+        if self.cache.get(key) != (lay.chunk_size, lay.bytes_per_chunk):
+            self.cache[key] = (lay.chunk_size, lay.bytes_per_chunk)
+            if self.cache_file is not None:
+                store.atomic_write(self.cache_file, json.dumps(self.cache).encode())
+        return prog, lay
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def layout_name(k: int) -> str:
@@ -302,34 +379,33 @@ def _git(*args) -> str | None:
         return None
 
 
+def matmul_precision(module) -> str:
+    """The matmul precision a bucket program is traced with: the experiment's ``MATMUL_PRECISION``,
+    else `DEFAULT_MATMUL_PRECISION`."""
+    value = getattr(module, "MATMUL_PRECISION", DEFAULT_MATMUL_PRECISION)
+    if value not in MATMUL_PRECISIONS:
+        raise SweepError(f"experiment {getattr(module, 'NAME', module.__name__)}: MATMUL_PRECISION = {value!r}, "
+                         f"choose from {', '.join(MATMUL_PRECISIONS)}")
+    return value
+
+
 def _context(sweep: Sweep):
-    x64 = getattr(sweep.module, "X64", False)
-    return jax.enable_x64(True) if x64 else contextlib.nullcontext()
-
-
-def _setup(sweep: Sweep, budget_bytes, max_chunk, out: Path | None, inner_batch="auto"):
-    mesh = Mesh(np.array(jax.local_devices()), ("v",))
-    sharding = NamedSharding(mesh, PartitionSpec("v"))
-    buckets = plan(sweep)
-    programs = [_Program(sweep, b, sharding, inner_batch) for b in buckets]
-    budget = budget_bytes or default_budget()
-    cache_file = None if out is None else out / store.CHUNKS / "layout.json"
-    cache = {}
-    if cache_file is not None and cache_file.exists():
-        cache = {k: tuple(v) for k, v in json.loads(cache_file.read_text()).items()}
-    lays = layouts(sweep, buckets, programs, budget, max_chunk, cache)
-    if cache_file is not None:
-        store.atomic_write(cache_file, json.dumps(cache).encode())
-    return buckets, programs, lays, budget
+    """x64 when the experiment asks for it, and its matmul precision (baked into the traced program)."""
+    stack = contextlib.ExitStack()
+    if getattr(sweep.module, "X64", False):
+        stack.enter_context(jax.enable_x64(True))
+    stack.enter_context(jax.default_matmul_precision(matmul_precision(sweep.module)))
+    return stack
 
 
 def dry_run(path, scale: str = "default", budget_bytes: int | None = None,
             max_chunk: int = DEFAULT_MAX_CHUNK, inner_batch: int | str = "auto") -> str:
     """The plan, with chunk sizes from compiling each bucket once; writes nothing."""
     sweep = load(path, scale)
-    with _context(sweep):
-        buckets, programs, lays, budget = _setup(sweep, budget_bytes, max_chunk, None, inner_batch)
-    return describe(sweep, buckets, lays, budget, programs)
+    budget = budget_bytes or default_budget()
+    with _context(sweep), _Pipeline(sweep, budget, max_chunk, inner_batch, None, compile_threads()) as pipe:
+        programs, lays = zip(*[pipe.get(b) for b in range(len(pipe.buckets))])
+    return describe(sweep, pipe.buckets, lays, budget, programs)
 
 
 def run(path, scale: str = "default", out=None, fresh: bool = False, progress: bool = True,
@@ -349,11 +425,13 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
     from jaxbench import distributed
 
     sweep = load(path, scale)
+    matmul_precision(sweep.module)  # a bad value: one line before anything is written
     try:
         stall_s = watchdog.stall_seconds() if jax.default_backend() == "cpu" else None
     except ValueError as e:
         raise SweepError(str(e)) from None
     dog = watchdog.Watchdog(stall_s) if stall_s else None
+    threads = compile_threads()
     out = Path(out) if out is not None else default_out(sweep)
     if fresh and jax.process_index() == 0 and (out / store.CHUNKS).exists():
         shutil.rmtree(out / store.CHUNKS)
@@ -363,46 +441,55 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
     except OSError as e:
         raise SweepError(f"cannot write results to {out}: {e.strerror or e}") from None
     started = time.time()
-    with _context(sweep):
-        buckets, programs, lays, budget = _setup(sweep, budget_bytes, max_chunk, out, inner_batch)
-        mine = distributed.assign([(b, c) for b, l in enumerate(lays) for c in range(len(l.chunks))])
-        todo = [(b, c) for b, c in mine if store.read_chunk(out, lays[b].names[c]) is None]
-        n_mine = sum(len(lays[b].chunks[c]) for b, c in mine)
-        n_todo = sum(len(lays[b].chunks[c]) for b, c in todo)
-        desc = sweep.name if jax.process_count() == 1 else f"{sweep.name} [process {jax.process_index()}/{jax.process_count()}]"
-        bar = tqdm(total=n_mine, initial=n_mine - n_todo, unit="variant", desc=desc,
+    budget = budget_bytes or default_budget()
+    n_proc, me = jax.process_count(), jax.process_index()
+    programs, lays, mine, first = [], [], [], 0  # first: global index of the bucket's first chunk
+    with _context(sweep), _Pipeline(sweep, budget, max_chunk, inner_batch, out, threads) as pipe:
+        buckets = pipe.buckets
+        desc = sweep.name if n_proc == 1 else f"{sweep.name} [process {me}/{n_proc}]"
+        bar = tqdm(total=len(sweep.variants) if n_proc == 1 else None, unit="variant", desc=desc,
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        for b, c in todo:
-            prog, lay = programs[b], lays[b]
+        for b in range(len(buckets)):
             bar.set_postfix_str(f"bucket {b + 1}/{len(buckets)}")
-            label = (f"bucket {b + 1}/{len(buckets)} ({' '.join(f'{k}={v}' for k, v in buckets[b].static.items())}), "
-                     f"chunk {c + 1}/{len(lay.chunks)}")
-            with dog.watch(label) if dog else contextlib.nullcontext():
-                compiled = prog.compiled(lay.chunk_size)
-                t0 = time.perf_counter()
-                outputs = jax.device_get(compiled(prog.inputs(lay.chunks[c], lay.chunk_size)))
+            prog, lay = pipe.get(b)
+            programs.append(prog)
+            lays.append(lay)
+            for c in range(len(lay.chunks)):
+                if (first + c) % n_proc != me:  # chunks dealt round-robin over processes
+                    continue
+                mine.append((b, c))
                 n = len(lay.chunks[c])
-                outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
-                store.write_chunk(out, lay.names[c], np.array(lay.chunks[c]), outputs,
-                                  {"seconds": time.perf_counter() - t0, "process": jax.process_index(),
-                                   "devices": [str(d) for d in jax.local_devices()]})
-            bar.update(n)
+                if store.read_chunk(out, lay.names[c]) is not None:  # finished in an earlier run
+                    bar.update(n)
+                    continue
+                static = " ".join(f"{k}={v}" for k, v in buckets[b].static.items())
+                label = f"bucket {b + 1}/{len(buckets)} ({static}), chunk {c + 1}/{len(lay.chunks)}"
+                with dog.watch(label) if dog else contextlib.nullcontext():
+                    compiled = prog.compiled(lay.chunk_size)
+                    t0 = time.perf_counter()
+                    outputs = jax.device_get(compiled(prog.inputs(lay.chunks[c], lay.chunk_size)))
+                    outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
+                    store.write_chunk(out, lay.names[c], np.array(lay.chunks[c]), outputs,
+                                      {"seconds": time.perf_counter() - t0, "process": me,
+                                       "devices": [str(d) for d in jax.local_devices()]})
+                bar.update(n)
+            first += len(lay.chunks)
         bar.close()
     distributed.gather_chunks(out, [lays[b].names[c] for b, c in mine])
     if jax.process_index() == 0:
         bucket_meta = [{"static": bk.static, "n_variants": len(bk.variant_ids), "chunk_size": l.chunk_size,
                         "n_chunks": len(l.chunks), "compiled_bytes_per_chunk": l.bytes_per_chunk,
-                        "traces": p.traces, "compiles": p.compiles, "compile_s": p.compile_s,
-                        "inner_batch": p.batch(l.chunk_size), "variant_flops": p.variant_flops}
-                       for bk, l, p in zip(buckets, lays, programs)]
-        _merge(sweep, lays, out, bucket_meta, budget, started)
+                        "traces": p.traces, "compiles": p.compiles, "trace_s": p.trace_s, "compile_s": p.compile_s,
+                        "wait_s": w, "inner_batch": p.batch(l.chunk_size), "variant_flops": p.variant_flops}
+                       for bk, l, p, w in zip(buckets, lays, programs, pipe.wait_s)]
+        _merge(sweep, lays, out, bucket_meta, budget, started, threads)
         if plot:
             sweep.module.plot(out)
     distributed.barrier("merged")
     return out
 
 
-def _merge(sweep: Sweep, lays, out: Path, bucket_meta, budget, started) -> None:
+def _merge(sweep: Sweep, lays, out: Path, bucket_meta, budget, started, threads) -> None:
     rows: list[dict | None] = [None] * len(sweep.variants)
     per_variant_arrays: list[dict] = [{} for _ in sweep.variants]
     provenance = []
@@ -425,13 +512,15 @@ def _merge(sweep: Sweep, lays, out: Path, bucket_meta, budget, started) -> None:
     module = sweep.module
     meta = {
         "sweep": sweep.name, "experiment": sweep.experiment, "scale": sweep.scale,
-        "sweep_file": str(sweep.path), "experiment_file": None if sweep.experiment in experiments.REGISTRY else module.__file__,
+        "sweep_file": str(sweep.path),
+        "experiment_file": None if sweep.experiment in experiments.REGISTRY else module.__file__,
         "description": sweep.description, "config": sweep.config,
         "n_variants": len(sweep.variants), "n_buckets": len(lays),
         "static_keys": _static_keys(module), "traced_keys": _traced_keys(module),
         "n_diverged": int(sum(bool(r.get("diverged", False)) for r in rows)),
-        "memory_budget_bytes": budget, "buckets": bucket_meta,
+        "memory_budget_bytes": budget, "matmul_precision": matmul_precision(module), "buckets": bucket_meta,
         "chunk_seconds_total": sum(p["seconds"] for p in provenance), "chunks": provenance,
+        "compile_threads": threads, "compile_wait_s_total": sum(b["wait_s"] for b in bucket_meta),
         "wall_s_this_run": time.time() - started,
         "versions": _versions(), "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count(),

@@ -34,7 +34,10 @@ class TrainConfig:
     batch_size), "momentum" (heavy ball 0.9, full batch or minibatch), "adam". n_log: number of
     points of the log-spaced metric grid. stop_at_interpolation: freeze the parameters at the
     first step whose training error is 0 (classification only), so ``final`` describes the
-    interpolating network the theory studies.
+    interpolating network the theory studies; the loop then ends as soon as every variant of a
+    batch has stopped. Full batch, the error is the one of the step's own forward pass; with
+    minibatches it is the full training error, checked after every epoch of ``ceil(n /
+    batch_size)`` steps (the metric grid is rounded to whole epochs).
     """
 
     steps: int
@@ -111,11 +114,18 @@ def _optimizer(cfg: TrainConfig, lr) -> optax.GradientTransformation:
 
 
 def train(cfg: TrainConfig, spec: mlp.MLPSpec, params0: mlp.Params, data: Data, lr, key,
-          out_scale=1.0) -> TrainResult:
+          out_scale=1.0, center=None, init_noise=0.0) -> TrainResult:
     """Trains ``spec`` from ``params0`` on ``data``. Pure; jit and vmap it from outside.
 
+    The trained function is ``f = out_scale * h_params`` or, with ``center``, the centred model of
+    lazy training (Chizat, Oyallon, Bach, NeurIPS 2019, arXiv 1812.07956)
+    ``f = out_scale * (h_params - h_params0) + init_noise * h_params0``: zero at initialization
+    when ``init_noise = 0``, with the tangent kernel ``out_scale^2 Theta_h`` of the uncentred one.
+
     Args:
-      lr, out_scale: scalars (may be traced). key: PRNG key (minibatch sampling).
+      lr, out_scale, init_noise: scalars (may be traced). key: PRNG key (minibatch sampling).
+      center: None or ``(h0_train (n, k), h0_test (m, k))``, the initial network's outputs
+        ``mlp.apply(spec, params0, x)`` on the training and test inputs.
     Returns:
       `TrainResult`. ``final`` holds train/test loss and error, ``weight_move`` (relative weight
       movement, see `mlp.relative_movement`), ``steps_to_fit`` (first step with zero training
@@ -124,47 +134,63 @@ def train(cfg: TrainConfig, spec: mlp.MLPSpec, params0: mlp.Params, data: Data, 
     """
     n = data.x.shape[0]
     minibatch = cfg.optimizer != "gd" and cfg.batch_size is not None and cfg.batch_size < n
+    stop = cfg.stop_at_interpolation
+    epoch = -(-n // cfg.batch_size) if minibatch else 1  # steps between interpolation checks
     opt = _optimizer(cfg, lr)
     grid = log_grid(cfg.steps, cfg.n_log)
+    if stop and epoch > 1:
+        grid = np.unique(np.minimum(-(-grid // epoch) * epoch, -(-cfg.steps // epoch) * epoch))
+    h0_train, h0_test = (None, None) if center is None else center
 
-    def objective(params, x, y):
-        f = mlp.apply(spec, params, x, out_scale)
-        loss, err = loss_and_error(cfg.loss, f, y)
-        return loss, err
+    def objective(params, x, y, h0):
+        h = mlp.apply(spec, params, x)
+        f = out_scale * h if h0 is None else out_scale * (h - h0) + init_noise * h0
+        return loss_and_error(cfg.loss, f, y)
 
     def metrics(params):
-        tr_loss, tr_err = objective(params, data.x, data.y)
-        te_loss, te_err = objective(params, data.x_test, data.y_test)
+        tr_loss, tr_err = objective(params, data.x, data.y, h0_train)
+        te_loss, te_err = objective(params, data.x_test, data.y_test, h0_test)
         return {
             "train_loss": tr_loss, "train_err": tr_err, "test_loss": te_loss, "test_err": te_err,
             "weight_move": mlp.relative_movement(params, params0),
         }
 
     def step(t, state):
+        """One optimizer step; full batch with stop: frozen from the first step with zero error."""
         params, opt_state, done, fit_step = state
         if minibatch:
             idx = jax.random.choice(jax.random.fold_in(key, t), n, (cfg.batch_size,), replace=False)
-            x, y = data.x[idx], data.y[idx]
+            batch = (data.x[idx], data.y[idx], None if h0_train is None else h0_train[idx])
         else:
-            x, y = data.x, data.y
-        (_, err), grads = jax.value_and_grad(objective, has_aux=True)(params, x, y)
+            batch = (data.x, data.y, h0_train)
+        (_, err), grads = jax.value_and_grad(objective, has_aux=True)(params, *batch)
         updates, new_opt_state = opt.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        if cfg.stop_at_interpolation and not minibatch:
+        if stop and not minibatch:
             # err was measured at `params` on the full training set: freeze from that step on.
             fit_now = (err == 0) & ~done
             fit_step = jnp.where(fit_now, t, fit_step)
             done = done | fit_now
-            keep = lambda new, old: jnp.where(done, old, new)
+            keep = lambda new, old: jnp.where(done, old, new)  # noqa: E731
             new_params = jax.tree.map(keep, new_params, params)
             new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
         return new_params, new_opt_state, done, fit_step
 
+    def one_epoch(t, state):
+        """``epoch`` minibatch steps, then the full training error: stop once it is 0."""
+        params, opt_state, done, fit_step = jax.lax.fori_loop(t, t + epoch, step, state)
+        fit_now = (objective(params, data.x, data.y, h0_train)[1] == 0) & ~done
+        return params, opt_state, done | fit_now, jnp.where(fit_now, t + epoch, fit_step)
+
     def segment(state, bounds):
-        start, stop = bounds
-        state = jax.lax.fori_loop(start, stop, step, state)
-        m = metrics(state[0])
-        return state, m
+        start, end = bounds
+        if stop:  # ends early once this variant (under vmap: every variant) has interpolated
+            advance = one_epoch if epoch > 1 else step
+            _, state = jax.lax.while_loop(lambda c: (c[0] < end) & ~c[1][2],
+                                          lambda c: (c[0] + epoch, advance(c[0], c[1])), (start, state))
+        else:
+            state = jax.lax.fori_loop(start, end, step, state)
+        return state, metrics(state[0])
 
     state0 = (params0, opt.init(params0), jnp.zeros((), bool), jnp.full((), -1, jnp.int32))
     m0 = metrics(params0)
@@ -173,7 +199,7 @@ def train(cfg: TrainConfig, spec: mlp.MLPSpec, params0: mlp.Params, data: Data, 
     curves = {k: jnp.concatenate([m0[k][None], ms[k]]) for k in m0}
     final = {k: v[-1] for k, v in curves.items()}
     if cfg.classification:
-        if not (cfg.stop_at_interpolation and not minibatch):
+        if not stop:
             # resolution of the grid: first grid point with zero training error
             hit = curves["train_err"] == 0
             fit_step = jnp.where(hit.any(), jnp.asarray(grid)[jnp.argmax(hit)], -1)

@@ -19,6 +19,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxbench-xla-cache-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# Tests claim float32 / float64 equalities: full-precision matrix products on every backend
+# (GPUs default float32 products to TF32; the sweep engine's policy is the same, sweep.py).
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

@@ -96,8 +96,8 @@ import sys
 import jax
 from jaxbench import sweep
 sw = sweep.load(sys.argv[1])
-buckets, programs, lays, _ = sweep._setup(sw, None, 1024, None, "auto")
-prog, lay = programs[0], lays[0]
+with sweep._Pipeline(sw, sweep.default_budget(), 1024, "auto", None, 0) as pipe:
+    prog, lay = pipe.get(0)
 compiled = prog.compiled(lay.chunk_size)
 for rep in range(int(sys.argv[2])):
     jax.device_get(compiled(prog.inputs(lay.chunks[0], lay.chunk_size)))

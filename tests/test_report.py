@@ -1,6 +1,7 @@
 """jaxbench.report: claim checks -> REPORT.md; experiments of one's own, by module and by file."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,39 +11,15 @@ import numpy as np
 from conftest import ROOT, TINY, write_sweep
 from jaxbench import cli, report, store
 
-OWN = '''
-"""A user's experiment, outside the repository: y = a x + noise, slope fitted by least squares."""
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jaxbench import plot as plotlib
-from jaxbench import report, store
-from jaxbench.experiments import positive, traced
-
-NAME = "slope_fit"
-PARAMS = {"n": positive(int, default=32), "a": traced(float, default=1.0)}
+def _readme_blocks():
+    """The README's own-experiment example (its Python file and its sweep file), as printed there."""
+    text = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(# ~/lab/slope.py.*?)```", text, re.S).group(1)
+    toml = re.search(r"```toml\n(# ~/lab/slope.toml.*?)```", text, re.S).group(1)
+    return code, toml
 
 
-def run_one(s, p, key):
-    x = jax.random.normal(key, (s.n,))
-    y = p["a"] * x + 0.1 * jax.random.normal(jax.random.fold_in(key, 1), (s.n,))
-    return {"a_hat": jnp.sum(x * y) / jnp.sum(x * x)}
-
-
-def plot(results_dir):
-    res = store.load(results_dir)
-    fig, ax = plotlib.figure()
-    ax.plot(res.table["a"], res.table["a_hat"], "o")
-    ax.set_xlabel("a")
-    ax.set_ylabel("fitted slope")
-    return plotlib.save(fig, results_dir, "slope", res.meta)
-
-
-def claims(results_dir):
-    t = store.load(results_dir).table
-    err = float(np.max(np.abs(t["a_hat"] - t["a"])))
-    return [report.check("least squares recovers the slope", f"max error {err:.3f}", "< 0.2", err < 0.2)]
-'''
+OWN, README_SWEEP = _readme_blocks()
 
 SWEEP = '''
 experiment = "{name}"
@@ -72,12 +49,22 @@ def test_own_experiment_by_module_and_by_file(tmp_path):
         t = store.load(out).table
         assert len(t["variant"]) == 6 and np.all(np.abs(t["a_hat"] - t["a"]) < 0.2)
         assert (out / "slope.png").stat().st_size > 1000
+
     r = subprocess.run([sys.executable, "-m", "jaxbench", "report", "--results", str(tmp_path / "results")],
                        capture_output=True, text=True, cwd=tmp_path, env={**_env(), **env_path})
     assert r.returncode == 0, r.stderr[-2000:]
     text = (tmp_path / "results" / "REPORT.md").read_text()
-    assert text.count("least squares recovers the slope") == 2 and "**reproduced**" in text
+    assert text.count("least squares recovers a") == 2 and "**reproduced**" in text
     assert "](by_file/slope.png)" in text
+
+
+def test_readme_example_runs_as_printed(tmp_path):
+    (tmp_path / "slope.py").write_text(OWN)
+    f = write_sweep(tmp_path / "slope.toml", README_SWEEP)
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "results" / "slope"), "--no-progress"]) == 0
+    t = store.load(tmp_path / "results" / "slope").table
+    assert len(t["variant"]) == 4 * 2 * 3 and (tmp_path / "results" / "slope" / "slope.png").exists()
+    assert [c.verdict for c in report.checks_of(tmp_path / "results" / "slope")] == ["reproduced"]
 
 
 def _env():

@@ -106,6 +106,32 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     _assert_same_table(tmp_path / "ref", out)
 
 
+def test_kill_9_while_later_buckets_compile_in_the_background_then_resume(tmp_path):
+    """Buckets compile in background threads while earlier chunks run: a kill -9 right after the
+    first chunk lands (three buckets still compiling or queued) leaves only whole chunk files,
+    and the resumed sweep equals an uninterrupted one."""
+    f = write_sweep(tmp_path / "four.toml", TINY.replace("width = [4, 8]", "width = [4, 8, 16, 32]"))
+    ref = _cli("sweep", f, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "jaxbench", "sweep", str(f), "--out", str(out), "--no-progress",
+                          "--no-plot"], env={**ENV, "JAXBENCH_COMPILE_THREADS": "2"},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    chunk_dir = out / store.CHUNKS
+    deadline = time.time() + 600
+    while time.time() < deadline and p.poll() is None and not list(chunk_dir.glob("b*.npz")):
+        time.sleep(0.005)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    done = sorted(c.name for c in chunk_dir.glob("b*.npz"))
+    assert 1 <= len(done) < 4, "the sweep must be killed while later buckets are still to come"
+    assert all(store.read_chunk(out, n[:-4]) is not None for n in done) and not (out / "table.csv").exists()
+    r = _cli("sweep", f, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert len(list(chunk_dir.glob("b*.npz"))) == 4
+    _assert_same_table(tmp_path / "ref", out)
+
+
 def test_tpu_sweep_dry_run_prints_the_command_sequence(root):
     r = subprocess.run(["make", "-s", "tpu-sweep", "TPU=my-tpu", "ZONE=us-central2-b",
                         "SWEEP=sweeps/benign_overfitting.toml", "DRY_RUN=1"],

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import subprocess
 import sys
 import types
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TINY, write_sweep
+from conftest import ROOT, TINY, write_sweep
 from jaxbench import cli, experiments, store, sweep
 
 
@@ -161,6 +162,26 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_background_compilation_gives_the_sequential_table(tmp_path, monkeypatch):
+    """Buckets traced and compiled in 2 background threads (the default) or one at a time when
+    needed (JAXBENCH_COMPILE_THREADS=0): the same table, bit for bit, one compilation per bucket."""
+    f = write_sweep(tmp_path / "s.toml", TINY.replace("width = [4, 8]", "width = [4, 8, 16]"))
+    tables = {}
+    for threads in ("0", "2"):
+        monkeypatch.setenv("JAXBENCH_COMPILE_THREADS", threads)
+        out = sweep.run(f, out=tmp_path / threads, progress=False, plot=False)
+        tables[threads], meta = _table(out), store.load(out).meta
+        assert meta["compile_threads"] == int(threads)
+        assert [b["compiles"] for b in meta["buckets"]] == [1, 1, 1]
+        assert all(b["wait_s"] >= 0 and b["trace_s"] > 0 for b in meta["buckets"])
+    for k in tables["0"]:
+        np.testing.assert_array_equal(tables["0"][k], tables["2"][k], err_msg=k)
+    monkeypatch.setenv("JAXBENCH_COMPILE_THREADS", "many")
+    with pytest.raises(sweep.SweepError, match="JAXBENCH_COMPILE_THREADS"):
+        sweep.run(f, out=tmp_path / "bad", progress=False, plot=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_every_layout_gives_the_same_table(tmp_path):
     f = write_sweep(tmp_path / "s.toml", TINY.replace("seeds = 2", "seeds = 5").replace("width = [4, 8]", "width = [8]"))
     a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False, inner_batch=0)
@@ -177,6 +198,20 @@ def test_every_layout_gives_the_same_table(tmp_path):
         # auto on one CPU device: these tiny variants run as one vmap
         assert [bk["inner_batch"] for bk in meta["buckets"]] == ([0] if inner == "auto" else [inner])
     assert [bk["chunk_size"] for bk in store.load(tmp_path / "map3").meta["buckets"]] == [12]  # 10 variants
+
+
+def test_an_experiment_can_set_its_cpu_layout():
+    """``CPU_INNER_BATCH`` on the module replaces the FLOP rule (run_one's uneven loops); an explicit
+    inner_batch still wins."""
+    ex = experiments.get("example")
+    mod = types.SimpleNamespace(**{k: getattr(ex, k) for k in ("NAME", "PARAMS", "run_one", "plot")},
+                                CPU_INNER_BATCH=1)
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:1]), ("v",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("v"))
+    bucket = sweep.Bucket(dict(width=16, depth=3, n=128, n_test=128, d=16, steps=200, n_log=2), (0,))
+    sw = types.SimpleNamespace(module=mod)
+    assert sweep._Program(sw, bucket, sharding).inner_batch == (1 if jax.default_backend() == "cpu" else 0)
+    assert sweep._Program(sw, bucket, sharding, inner_batch=0).inner_batch == 0
 
 
 def test_auto_layout_rule_follows_the_flop_count():
@@ -205,6 +240,9 @@ def test_cli_reuses_compiled_programs_from_its_cache(tmp_path):
     """`jaxbench sweep` fills XLA's persistent cache; a --fresh re-run loads from it, same table."""
     f = write_sweep(tmp_path / "s.toml", TINY)
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # the CLI's own default
+    # every program is cached whatever its compile time (the suite's 0.2 s floor made this flaky
+    # under load: a program compiled in 0.15 s, then in 0.25 s, entered the cache on the re-run)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     cache = tmp_path / "xla"
 
     def cli_run(out, *extra, cache_dir=str(cache)):
@@ -223,3 +261,30 @@ def test_cli_reuses_compiled_programs_from_its_cache(tmp_path):
     assert {p.name for p in cache.iterdir()} == entries  # "off": the cache was not touched
     for out in ("a", "b"):
         np.testing.assert_array_equal(_table(tmp_path / out)["train_loss"], first["train_loss"])
+
+
+def test_matmul_precision_policy_is_baked_into_every_bucket_program(tmp_path, capsys):
+    """Full float32 products unless the experiment opts out (GPUs default float32 dots to TF32):
+    the compiled program's dots carry the precision, meta.json records it, a bad value is one line."""
+    def dot_precisions(f):
+        sw = sweep.load(f)
+        with sweep._context(sw):
+            prog = sweep._Program(sw, sweep.plan(sw)[0], None)
+        dots = [ln for ln in prog.compiled(2).as_text().splitlines() if re.search(r"\bdot\(", ln)]
+        assert dots
+        return {(re.findall(r"operand_precision=\{(\w+),", ln) or ["default"])[0] for ln in dots}
+
+    f = write_sweep(tmp_path / "s.toml", TINY)
+    assert dot_precisions(f) == {"highest"}
+    src = (ROOT / "jaxbench" / "experiments" / "example.py").read_text()
+    for value, expected in (("default", {"default"}), ("tensorfloat32", {"high"}), ("fast", None)):
+        (tmp_path / f"ex_{value}.py").write_text(src + f"\nMATMUL_PRECISION = {value!r}\n")
+        g = write_sweep(tmp_path / f"{value}.toml", TINY.replace('"example"', f'"ex_{value}.py"'))
+        if expected is None:
+            assert cli.main(["sweep", str(g), "--out", str(tmp_path / "o")]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "MATMUL_PRECISION = 'fast'" in err[0] and not (tmp_path / "o").exists()
+        else:
+            assert dot_precisions(g) == expected
+    out = sweep.run(f, out=tmp_path / "r", progress=False, plot=False)
+    assert store.load(out).meta["matmul_precision"] == "highest"

@@ -1,5 +1,6 @@
 """Every sweep file's smoke preset runs end to end through the CLI and writes every figure."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,19 @@ SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.toml"))
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_smoke_preset_end_to_end(path, smoke_run, capsys):
+    if path.stem == "benign_mnist":  # real data: `make install` provides it
+        from jaxbench import datasets
+        try:
+            datasets.mnist_files("train")
+        except datasets.MissingDataset as e:
+            pytest.skip(f"MNIST absent: {e}")
     out = smoke_run(path.stem)  # `jaxbench sweep <path> --scale smoke` (conftest)
     capsys.readouterr()
     res = store.load(out)
     assert res.meta["scale"] == "smoke" and len(res.table["variant"]) == res.meta["n_variants"]
+    # one compiled program per bucket (distinct static shape), none per variant or chunk
+    assert [b["compiles"] for b in res.meta["buckets"]] == [1] * res.meta["n_buckets"]
+    assert len({json.dumps(b["static"], sort_keys=True) for b in res.meta["buckets"]}) == res.meta["n_buckets"]
     pngs = sorted(out.glob("*.png"))
     assert pngs and all(p.with_suffix(".pdf").exists() and p.stat().st_size > 1000 for p in pngs)
     # plotting reads only files: redraw from disk

@@ -78,3 +78,40 @@ def test_divergence_is_flagged():
     cfg = train.TrainConfig(steps=50, loss="square")
     res = train.train(cfg, spec, mlp.init(spec, jax.random.PRNGKey(0)), _task(), 1e6, jax.random.PRNGKey(0))
     assert bool(res.final["diverged"])
+
+
+def test_centred_training_matches_a_plain_loop():
+    """f = alpha (h - h0) + s h0 trained with step lr / alpha^2: the same as a hand-written loop."""
+    spec = mlp.MLPSpec(6, (16,), 1)
+    p0 = mlp.init(spec, jax.random.PRNGKey(1))
+    d = _task(eta=0.2, key=2)
+    alpha, s0, lr = 8.0, 0.5, 2.0
+    h0, h0t = mlp.apply(spec, p0, d.x), mlp.apply(spec, p0, d.x_test)
+    cfg = train.TrainConfig(steps=30, loss="logistic", n_log=4)
+    res = train.train(cfg, spec, p0, d, lr / alpha**2, jax.random.PRNGKey(0), out_scale=alpha, center=(h0, h0t),
+                      init_noise=s0)
+    f = lambda p, x, c: alpha * (mlp.apply(spec, p, x) - c) + s0 * c  # noqa: E731
+    loss = lambda p: jnp.mean(jax.nn.softplus(-d.y * f(p, d.x, h0)[:, 0]))  # noqa: E731
+    p = p0
+    for _ in range(30):
+        p = jax.tree.map(lambda a, g: a - lr / alpha**2 * g, p, jax.grad(loss)(p))
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(p)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(res.curves["train_loss"][0], jnp.mean(jax.nn.softplus(-d.y * s0 * h0[:, 0])), rtol=1e-6)
+    err0 = jnp.mean(jnp.sign(s0 * h0t[:, 0]) != d.y_test)
+    np.testing.assert_allclose(res.curves["test_err"][0], err0)
+
+
+def test_minibatch_sgd_stops_at_the_first_epoch_with_zero_training_error():
+    spec = mlp.MLPSpec(6, (128,), 1)
+    d = _task(n=32, eta=0.1, key=6)
+    p0 = mlp.init(spec, jax.random.PRNGKey(3))
+    cfg = train.TrainConfig(steps=800, optimizer="sgd", batch_size=8, n_log=5, stop_at_interpolation=True)
+    res = jax.jit(lambda p: train.train(cfg, spec, p, d, 2.0, jax.random.PRNGKey(1)))(p0)
+    fit = int(res.final["steps_to_fit"])
+    assert fit > 0 and fit % 4 == 0 and float(res.final["train_err"]) == 0  # epochs of 32 / 8 = 4 steps
+    assert np.all(res.grid % 4 == 0)
+    # one epoch fewer: the same steps, not yet interpolating
+    short = train.TrainConfig(steps=fit - 4, optimizer="sgd", batch_size=8, n_log=2, stop_at_interpolation=True)
+    r2 = jax.jit(lambda p: train.train(short, spec, p, d, 2.0, jax.random.PRNGKey(1)))(p0)
+    assert float(r2.final["train_err"]) > 0 and int(r2.final["steps_to_fit"]) == -1

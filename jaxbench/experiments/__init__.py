@@ -15,6 +15,15 @@ An experiment module defines:
   the experiment does not return one: True where any floating scalar output is not finite.
 * ``plot(results_dir) -> list[Path]``: draws figures reading only files (`jaxbench.store.load`).
 * optional ``X64 = True``: the experiment runs under ``jax.enable_x64(True)``.
+* optional ``MATMUL_PRECISION``: float32 matrix-product precision of its programs, default
+  "highest" (full float32 on every backend; GPUs would otherwise use TF32, TPUs bfloat16
+  passes); set "default" / "tensorfloat32" / "bfloat16" only where the claims tolerate ~1e-3
+  relative error (`jaxbench.sweep.DEFAULT_MATMUL_PRECISION`).
+* optional ``CPU_INNER_BATCH``: int, the chunk layout on one CPU device in place of the engine's
+  FLOP rule (`jaxbench.sweep.cpu_inner_batch`): 0 = one vmap over the chunk, k = ``lax.map`` over
+  vmapped batches of k. Variants whose loops run very unequal lengths (adaptive ODE solvers,
+  iterate-until-converged) are faster in small batches: a vmapped loop runs until its slowest
+  variant is done. ``--inner-batch`` still overrides it.
 * optional ``check(variant)``: raises ValueError (one line) for an invalid combination of
   parameters (variant: a dict of all parameters, keys also readable as attributes);
   `jaxbench.sweep.load` calls it on every variant before anything runs.
@@ -37,17 +46,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-# experiment NAME -> module under jaxbench.experiments, or "module.attr" for an object in a module
-# that hosts several experiments (it has the same NAME / PARAMS / run_one / plot attributes)
+# experiment NAME -> its module under jaxbench.experiments (one subpackage per paper)
 REGISTRY = {
     "example": "example",
     "lambda_validation": "lambda_validation",
     "free_energy": "freeenergy",
-    "benign_overfitting": "benign",
-    "benign_regression": "benign_regression",
+    "benign_overfitting": "benign.classification",
+    "benign_n_growth": "benign.n_growth",
+    "benign_regression": "benign.regression",
+    "benign_mnist": "benign.mnist",
     "arch_bounds": "archbound",
-    "local_recovery": "recovery",
-    "ntk_convergence": "ntk_convergence",
+    "local_recovery": "recovery.local_recovery",
+    "ntk_convergence": "ntk.convergence",
     "info_bounds": "infobound",
 }
 
@@ -122,9 +132,7 @@ def get(name: str, base=None) -> ModuleType:
     the sweep file's folder, unless absolute). A user's module follows the same contract.
     """
     if name in REGISTRY:
-        module, _, attr = REGISTRY[name].partition(".")
-        mod = importlib.import_module(f"jaxbench.experiments.{module}")
-        return getattr(mod, attr) if attr else mod
+        return importlib.import_module(f"jaxbench.experiments.{REGISTRY[name]}")
     if name.endswith(".py"):
         mod = _from_file(Path(base or ".") / name)
     else:
