@@ -72,28 +72,36 @@ def test_smoke_preset_end_to_end(smoke_run, sweep, figures):
 
 
 # Cases for which the default preset's chains are too short (docs/experiments/lambda_validation.md,
-# "Verdict"): deep linear networks of depth 5, and deep linear networks at n = 10000, where the
-# default keeps 2000 + 2000 draws. They are not exempt from honesty: most of their seeds must
-# flag themselves (converged false).
-SHORTFALLS = lambda c: c["label"].startswith("dln") and (c["label"].count("-") == 5 or c["n"] == 10000)
+# "Verdict"): deep linear networks of depth 5. They are not exempt from honesty: outside their band,
+# most of their seeds must flag themselves (converged false).
+SHORTFALLS = lambda c: c["label"].startswith("dln") and c["label"].count("-") == 5
 
 
 def test_committed_validation_results_hit_the_closed_forms(root):
     """The must-hold numbers, read from the committed default sweep (results/lambda_validation):
     every case's mean over seeds within 10% (sampler check; vs lambda - (m-1)/log(nbeta) allowed
-    where m > 1) or 15% (statistical check) of the closed form, with s.e./lambda <= 5%; the
-    known shortfalls (above) outside their band are flagged by the estimator itself."""
+    where m > 1) or 15% (statistical check) of the closed form, with s.e./lambda <= 5% unless the
+    estimator flags most of the case's seeds; the known shortfalls (above) outside their band are
+    flagged by the estimator itself. The default
+    preset runs every case at n = 1000 with 4 seeds (n = 10000 and 16 seeds: the paper preset)."""
     from jaxbench.experiments import _lambda_claims as lc
     out = root / "results" / "lambda_validation"
     cases = lc.cases(out)
-    assert {c["check"] for c in cases} == {"sampler", "statistical"} and len(cases) >= 2 * 18
-    assert {c["n"] for c in cases if c["check"] == "statistical"} == {1000, 10000}
-    assert min(c["seeds"] for c in cases) >= 8
+    assert {c["check"] for c in cases} == {"sampler", "statistical"}
+    for check in ("sampler", "statistical"):
+        sel = [c for c in cases if c["check"] == check and c["n"] == 1000]
+        assert len(sel) >= 18, (check, len(sel))
+        assert {c["label"].split()[0] for c in sel} == {"linear", "rrr", "dln"}
+        assert {c["label"].count("-") for c in sel if c["label"].startswith("dln")} >= {3, 4, 5}   # depth 3-5
+    assert min(c["seeds"] for c in cases) >= 4
     held = [c for c in cases if not SHORTFALLS(c)]
     assert len(held) >= 2 * 16
     bad = [(c["check"], c["label"], c["n"], round(c["rel_err"], 3)) for c in held if not lc.within(c)]
     assert not bad, bad
-    wide = [(c["check"], c["label"], c["n"], round(c["se"] / c["lambda"], 3)) for c in held if c["se"] / c["lambda"] > lc.SE_MAX]
+    # s.e. over 4 seeds: a case wider than SE_MAX (so claims() says "partly") must at least be one
+    # the estimator flags in most seeds; an imprecise estimate that looks converged fails
+    wide = [(c["check"], c["label"], c["n"], round(c["se"] / c["lambda"], 3), c["flagged"]) for c in held
+            if c["se"] / c["lambda"] > lc.SE_MAX and c["flagged"] < c["seeds"] / 2]
     assert not wide, wide
     for c in cases:
         if SHORTFALLS(c) and not lc.within(c):
