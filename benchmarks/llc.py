@@ -9,7 +9,8 @@ other (cores=1); jaxbench draws minibatches the same way (a fresh permutation pe
 ``SamplerConfig(shuffle=True)``) and vmaps the chains (and, in the last case, 64 variants x 8
 chains) in one jitted call. Compile time is reported apart.
 
-    python benchmarks/llc.py            # ~5 min on 2 CPU cores; creates benchmarks/.venv-devinterp
+    python benchmarks/llc.py              # speed and accuracy; creates benchmarks/.venv-devinterp
+    python benchmarks/llc.py --accuracy   # the accuracy table alone (benchmarks/_llc_accuracy.py)
 
 Cases: a 10-parameter linear regression (n = 1000), a ReLU MLP 10 -> 100 -> 90 -> 1 (10,281
 parameters, n = 1000), and 64 variants (datasets) x 8 chains of the linear model in one call.
@@ -118,8 +119,10 @@ def jax_llc(spec, x, y, params, eps, gamma, nbeta, chains, draws, batch, variant
     def nll(p, b):
         return 0.5 * jnp.sum((mlp.apply(spec, p, b[0]) - b[1]) ** 2, -1)
 
-    cfg = fe.SamplerConfig("sgld", chains, draws, batch_size=batch, shuffle=True)
-    one = lambda xx, yy, pp, k: fe.llc(nll, pp, (xx, yy), k, cfg, eps, nbeta=nbeta, localization=gamma).per_chain
+    cfg = fe.SamplerConfig("sgld", chains, draws, num_burnin=0, batch_size=batch, shuffle=True)
+    # the speed comparison runs the same SGLD as devinterp: no gamma/10 plateau rerun, no w* checks
+    one = lambda xx, yy, pp, k: fe.llc(nll, pp, (xx, yy), k, cfg, eps, nbeta=nbeta, localization=gamma,
+                                       plateau=False, check_wstar=False).per_chain
     if variants is None:
         fn, args = jax.jit(one), (x, y, params, jax.random.PRNGKey(1))
     else:
@@ -142,8 +145,9 @@ def seeds_llc(spec, x, y, params, eps, gamma, nbeta, chains, draws, batch, seeds
     from jaxbench import mlp
 
     nll = lambda p, b: 0.5 * jnp.sum((mlp.apply(spec, p, b[0]) - b[1]) ** 2, -1)
-    cfg = fe.SamplerConfig("sgld", chains, draws, batch_size=batch, shuffle=True)
-    f = jax.jit(lambda k: fe.llc(nll, params, (x, y), k, cfg, eps, nbeta=nbeta, localization=gamma).per_chain)
+    cfg = fe.SamplerConfig("sgld", chains, draws, num_burnin=0, batch_size=batch, shuffle=True)
+    f = jax.jit(lambda k: fe.llc(nll, params, (x, y), k, cfg, eps, nbeta=nbeta, localization=gamma,
+                                 plateau=False, check_wstar=False).per_chain)
     return [np.asarray(f(jax.random.PRNGKey(s))) for s in seeds]
 
 
@@ -200,6 +204,13 @@ def main():
                             variants=(stack(1), stack(2), stack(3)))
     print(f"64 variants x 8 chains: {tv:.2f}s + {tc:.1f}s compile, mean lambda_hat {per_v.mean():.3f}", flush=True)
     report(rows, dict(jax_s=tv, jax_compile=tc, per=per_v, draws=lin["draws"]), chains)
+    # accuracy against closed forms (benchmarks/_llc_accuracy.py)
+    import _llc_accuracy
+    WORK.mkdir(exist_ok=True)
+    acc_rows, log = _llc_accuracy.run(py, WORK)
+    text = _llc_accuracy.table(acc_rows)
+    print("\n".join(log) + "\n" + text, flush=True)
+    (WORK / "llc_accuracy.md").write_text("\n".join(log) + "\n\n" + text + "\n")
 
 
 def report(rows, sweep, chains):
@@ -231,4 +242,12 @@ def report(rows, sweep, chains):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE.parent))
-    main()
+    sys.path.insert(0, str(HERE))
+    if sys.argv[1:] == ["--accuracy"]:   # the accuracy table alone
+        import _llc_accuracy
+        WORK.mkdir(exist_ok=True)
+        acc_rows, log = _llc_accuracy.run(ensure_venv(), WORK)
+        print("\n".join(log) + "\n" + _llc_accuracy.table(acc_rows))
+        (WORK / "llc_accuracy.md").write_text("\n".join(log) + "\n\n" + _llc_accuracy.table(acc_rows) + "\n")
+    else:
+        main()

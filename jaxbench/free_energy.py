@@ -3,20 +3,24 @@
 Setting (Watanabe, *Algebraic Geometry and Statistical Learning Theory*, 2009; JMLR 2013).
 Data ``D_n``, per-example negative log-likelihood ``l_i(w) = -log p(y_i | x_i, w)``, empirical
 loss ``L_n(w) = (1/n) sum_i l_i(w)`` (for Gaussian regression it includes the ``1/(2 sigma^2)``
-factor and the ``log(2 pi sigma^2)/2`` constant), prior ``phi``. Every sampler here targets
+factor and the ``log(2 pi sigma^2)/2`` constant), prior ``phi``. Every sampler targets
 
     log pi(w) = -nbeta L_n(w) - (gamma/2) ||w - w_c||^2 - (alpha/2) ||w||^2      (+ const)
 
 with ``nbeta = n beta`` (inverse temperature times n), localization ``gamma`` around the centre
 ``w_c`` (Lau, Furman, Wang, Murfet, Wei 2023, arXiv 2308.12108) and a Gaussian prior
 ``N(0, alpha^{-1} I)`` (``alpha = 0``: flat). All three numbers may be traced arrays, so one
-compiled call serves a whole sweep.
+compiled call serves a whole sweep. Samplers: `jaxbench.samplers` (MALA with the step adapted
+in burn-in, SGLD optionally preconditioned); verified minima: `jaxbench.minimum`; diagnostics:
+`jaxbench.mcmc_diagnostics`; closed forms: `jaxbench.learning_coefficients`. Their public names
+are importable from here.
 
 Estimators (each returns an `Estimate`: value, standard error over chains, per-chain values,
-loss traces and diagnostics):
+loss traces, diagnostics and a ``converged`` flag):
 
 * `llc`: local learning coefficient ``lambda_hat = nbeta (E[L_n] - L_n(w*))`` at
-  ``beta = 1/log n`` under the localized posterior (Lau et al. 2023, eq. 12).
+  ``beta = 1/log n`` under the localized posterior (Lau et al. 2023, eq. 12), with the checks of
+  w*, a gamma-plateau rerun and the baseline-free ``nbeta^2 Var[L_n]`` beside it.
 * `wbic`: ``WBIC = E_beta[n L_n]`` at ``beta = 1/log n`` (Watanabe 2013, Thm. 4); it estimates
   the free energy ``F_n = -log int exp(-n L_n) phi dw = n S_n + lambda log n + O_p(log log n)``.
 * `free_energy_ti`: thermodynamic integration ``F_n = int_0^1 E_beta[n L_n] d beta`` (valid
@@ -29,275 +33,110 @@ loss traces and diagnostics):
 Interface: ``nll_fn(params, batch) -> (m,)`` per-example negative log-likelihoods, where
 ``batch`` is the data pytree (leading axis = examples) or a minibatch of it. ``weights`` (n,)
 optionally masks examples (0/1), so the sample size can be a traced number. Parameters are any
-pytree; samplers work on the flattened vector.
+pytree; samplers work on the flattened vector. Bad arguments (negative sizes, ``nbeta <= 0``,
+``gamma < 0``, non-finite data) raise a one-line ValueError when they are concrete values.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-METHODS = ("sgld", "mala")
+from jaxbench.learning_coefficients import (dln_learning_coefficient, dln_learning_coefficient_jnp,  # noqa: F401
+                                            dln_multiplicity, rrr_learning_coefficient, rrr_multiplicity)
+from jaxbench.mcmc_diagnostics import (THRESHOLDS, Estimate, converged, ess, rhat,  # noqa: F401
+                                       split_half, stderr_over_chains, summary, zscore)
+from jaxbench.minimum import Minimum, check_minimum, curvature, find_minimum, hessian_extremes  # noqa: F401
+from jaxbench.samplers import METHODS, Chains, SamplerConfig, mean_nll, num_examples, sample, validate  # noqa: F401
+
+# llc defaults, chosen from measurements (docs/experiments/lambda_validation.md)
+DEFAULT_LOCALIZATION = 0.1
+DEFAULT_STEP_SCALE = {"mala": 1.0, "sgld": 0.1}
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplerConfig:
-    """Static shape of a sampling run.
-
-    method: "sgld" (Lau et al. 2023 form) or "mala" (Metropolis-adjusted, full batch only).
-    Each chain runs ``num_burnin + num_draws * thin`` steps and records ``num_draws`` draws.
-    batch_size: SGLD minibatch size (None = full batch).
-    shuffle: epochs of minibatches without replacement, each epoch a fresh random order (an
-      affine map i -> (a i + b) mod n, cheap under vmap), like a shuffled PyTorch DataLoader;
-      False: each minibatch drawn with replacement (needed when ``weights`` mask examples).
-    """
-
-    method: str = "sgld"
-    num_chains: int = 4
-    num_draws: int = 1000
-    num_burnin: int = 0
-    thin: int = 1
-    batch_size: int | None = None
-    shuffle: bool = False
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown sampler {self.method!r}; choose from {METHODS}")
-        if min(self.num_chains, self.num_draws, self.thin) < 1 or self.num_burnin < 0:
-            raise ValueError(f"invalid sampler sizes {self}")
-        if self.method == "mala" and self.batch_size is not None:
-            raise ValueError("MALA needs the full-batch loss (batch_size=None)")
-
-
-class Chains(NamedTuple):
-    """Output of `sample`. C chains, T draws.
-
-    loss: (C, T) L_n at each draw (the minibatch value when minibatching; recorded at the
-      state *before* the step, as devinterp does). accept: (C,) acceptance rate (1 for SGLD).
-    observed: ``observe_fn`` of each draw, leading axes (C, T), or None. final: params, axis C.
-    """
-
-    loss: jax.Array
-    accept: jax.Array
-    observed: Any
-    final: Any
-
-
-class Estimate(NamedTuple):
-    """value, stderr (std over chains / sqrt(C)), per_chain (C,), trace: loss traces,
-    rhat / ess of the loss trace, accept: mean acceptance, aux: estimator-specific arrays."""
-
-    value: jax.Array
-    stderr: jax.Array
-    per_chain: jax.Array
-    trace: jax.Array
-    rhat: jax.Array
-    ess: jax.Array
-    accept: jax.Array
-    aux: dict
-
-
-def mean_nll(nll_fn, params, data, weights=None):
-    """L_n(w): the (weighted) mean per-example negative log-likelihood."""
-    l = nll_fn(params, data)
-    if weights is None:
-        return jnp.mean(l)
-    return jnp.sum(weights * l) / jnp.sum(weights)
-
-
-def _num_examples(data) -> int:
-    return jax.tree_util.tree_leaves(data)[0].shape[0]
-
-
-def _steppers(nll_fn, unravel, data, weights, cfg, eps, nbeta, gamma, alpha, center):
-    """Builds ``step(state, key) -> (state, (loss_before, accepted))`` for one chain."""
-
-    def log_target(w, batch, wts):
-        loss = mean_nll(nll_fn, unravel(w), batch, wts)
-        return -nbeta * loss - 0.5 * gamma * jnp.sum((w - center) ** 2) - 0.5 * alpha * jnp.sum(w**2), loss
-
-    grad_fn = jax.value_and_grad(log_target, has_aux=True)
-    n = _num_examples(data)
-
-    if cfg.shuffle and (weights is not None or cfg.batch_size is None):
-        raise ValueError("shuffle needs a batch_size and no weights mask")
-
-    per_epoch = n // cfg.batch_size if cfg.batch_size else 1
-    units = jnp.asarray([a for a in range(1, n) if math.gcd(a, n) == 1] if cfg.shuffle else [1])
-
-    def sgld_step(state, key):
-        w, t, k_perm = state
-        kb, kn = jax.random.split(key)
-        if cfg.batch_size is None:
-            batch, wts = data, weights
-        else:
-            if cfg.shuffle:
-                # epoch e visits every example once, in the order i -> (a i + b) mod n with a
-                # (a unit mod n) and b drawn per epoch: O(batch) work, unlike a full permutation
-                ka, kb2 = jax.random.split(jax.random.fold_in(k_perm, t // per_epoch))
-                a = units[jax.random.randint(ka, (), 0, units.shape[0])]
-                b = jax.random.randint(kb2, (), 0, n)
-                pos = (t % per_epoch) * cfg.batch_size + jnp.arange(cfg.batch_size)
-                idx = (a * pos + b) % n
-            else:
-                p = None if weights is None else weights / jnp.sum(weights)
-                idx = jax.random.choice(kb, n, (cfg.batch_size,), p=p)
-            batch, wts = jax.tree_util.tree_map(lambda a: a[idx], data), None
-        (_, loss), g = grad_fn(w, batch, wts)
-        w = w + 0.5 * eps * g + jnp.sqrt(eps) * jax.random.normal(kn, w.shape, w.dtype)
-        return (w, t + 1, k_perm), (loss, jnp.ones((), w.dtype))
-
-    def mala_init(w):
-        (logp, loss), g = grad_fn(w, data, weights)
-        return w, logp, g, loss
-
-    def mala_step(state, key):
-        w, logp, g, loss = state
-        kn, ku = jax.random.split(key)
-        prop = w + 0.5 * eps * g + jnp.sqrt(eps) * jax.random.normal(kn, w.shape, w.dtype)
-        (logp_p, loss_p), g_p = grad_fn(prop, data, weights)
-        fwd = -jnp.sum((prop - w - 0.5 * eps * g) ** 2) / (2 * eps)
-        bwd = -jnp.sum((w - prop - 0.5 * eps * g_p) ** 2) / (2 * eps)
-        log_ratio = logp_p - logp + bwd - fwd
-        ok = jnp.log(jax.random.uniform(ku, (), w.dtype)) < log_ratio
-        new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), (prop, logp_p, g_p, loss_p), state)
-        return new, (loss, ok.astype(w.dtype))
-
-    if cfg.method == "sgld":
-        return (lambda w, k: (w, jnp.zeros((), jnp.int32), k)), sgld_step, (lambda s: s[0])
-    return (lambda w, k: mala_init(w)), mala_step, (lambda s: s[0])
-
-
-def sample(nll_fn: Callable, params0, data, key, config: SamplerConfig, step_size, *, nbeta,
-           localization=0.0, prior_precision=0.0, center=None, weights=None,
-           observe_fn: Callable | None = None) -> Chains:
-    """Runs ``config.num_chains`` chains from ``params0`` (vmapped) targeting ``pi`` above.
-
-    SGLD step (Lau et al. 2023; Welling & Teh 2011 without step decay):
-    ``w <- w + (eps/2) grad log pi(w) + N(0, eps I)``, the loss term estimated on a minibatch.
-    MALA (Roberts & Tweedie 1996): the same move as a proposal, accepted with the
-    Metropolis-Hastings ratio, so its stationary law is exactly ``pi``.
-
-    Args:
-      params0: starting parameters (shared by all chains). center: ``w_c`` (default params0).
-      step_size, nbeta, localization, prior_precision: scalars, may be traced.
-      observe_fn: optional ``params -> pytree`` recorded at every draw (e.g. test predictions).
-    Returns: `Chains` with loss (C, T), accept (C,), observed (C, T, ...), final params (C, ...).
-    """
-    w0, unravel = ravel_pytree(params0)
-    dtype = w0.dtype
-    c = w0 if center is None else ravel_pytree(center)[0]
-    as_ = lambda v: jnp.asarray(v, dtype)
-    init, step, position = _steppers(nll_fn, unravel, data, weights, config, as_(step_size), as_(nbeta),
-                                     as_(localization), as_(prior_precision), c)
-    cfg = config
-
-    def chain(k):
-        k_burn, k_draw, k_perm = jax.random.split(k, 3)
-        state = init(w0, k_perm)
-        if cfg.num_burnin:
-            state, _ = jax.lax.scan(lambda s, kk: (step(s, kk)[0], None), state,
-                                    jax.random.split(k_burn, cfg.num_burnin))
-
-        def draw(s, kk):
-            ks = jax.random.split(kk, cfg.thin)
-            obs = None if observe_fn is None else observe_fn(unravel(position(s)))
-            s, (loss, acc) = step(s, ks[0])
-            if cfg.thin > 1:
-                s, (_, accs) = jax.lax.scan(step, s, ks[1:])
-                acc = acc + jnp.sum(accs)
-            return s, (loss, acc, obs)
-
-        state, (loss, acc, obs) = jax.lax.scan(draw, state, jax.random.split(k_draw, cfg.num_draws))
-        return loss, jnp.sum(acc) / (cfg.num_draws * cfg.thin), obs, unravel(position(state))
-
-    loss, acc, obs, final = jax.vmap(chain)(jax.random.split(key, cfg.num_chains))
-    return Chains(loss, acc, obs, final)
-
-
-# ----------------------------------------------------------------------------- diagnostics
-
-
-def _autocov(x):
-    """Biased autocovariance along the last axis via FFT: (..., T) -> (..., T)."""
-    t = x.shape[-1]
-    xc = x - jnp.mean(x, axis=-1, keepdims=True)
-    f = jnp.fft.rfft(xc, n=2 * t)
-    return jnp.fft.irfft(f * jnp.conj(f), n=2 * t)[..., :t] / t
-
-
-def rhat(x):
-    """Split R-hat (Gelman et al., BDA3 sec. 11.4) of draws ``x`` (C, T): ~1 when mixed."""
-    h = x.shape[1] // 2
-    xs = jnp.concatenate([x[:, :h], x[:, x.shape[1] - h:]], axis=0)
-    w = jnp.mean(jnp.var(xs, axis=1, ddof=1))
-    b = h * jnp.var(jnp.mean(xs, axis=1), ddof=1)
-    return jnp.sqrt(((h - 1) / h * w + b / h) / w)
-
-
-def ess(x):
-    """Multi-chain effective sample size of ``x`` (C, T) (Vehtari et al. 2021, eq. 10-11).
-
-    Autocorrelations combine within- and between-chain variance; the sum is truncated by
-    Geyer's initial positive sequence made monotone (pairs of lags).
-    """
-    c, t = x.shape
-    acov = _autocov(x)
-    chain_var = acov[:, 0] * t / (t - 1)
-    w = jnp.mean(chain_var)
-    b = jnp.var(jnp.mean(x, axis=1), ddof=1) if c > 1 else 0.0
-    var_plus = w * (t - 1) / t + b
-    rho = 1.0 - (w - jnp.mean(acov, axis=0)) / var_plus
-    rho = rho.at[0].set(1.0)
-    m = t // 2
-    pairs = rho[: 2 * m : 2] + rho[1 : 2 * m : 2]
-    keep = jnp.cumprod(pairs > 0)
-    pairs = jax.lax.cummin(jnp.where(keep > 0, pairs, 0.0))
-    tau = -1.0 + 2.0 * jnp.sum(pairs * keep)
-    total = c * t
-    return jnp.minimum(total / jnp.maximum(tau, 1e-12), total * math.log10(total))
-
-
-def _summary(per_chain, trace, accept, aux) -> Estimate:
-    c = per_chain.shape[0]
-    se = jnp.std(per_chain, ddof=1) / math.sqrt(c) if c > 1 else jnp.full((), jnp.nan)
-    return Estimate(jnp.mean(per_chain), se, per_chain, trace, rhat(trace), ess(trace), jnp.mean(accept), aux)
+def _sample_size(data, weights):
+    return num_examples(data) if weights is None else jnp.sum(weights)
 
 
 # ----------------------------------------------------------------------------- estimators
 
 
-def _sample_size(data, weights):
-    return _num_examples(data) if weights is None else jnp.sum(weights)
+def llc_from_losses(loss, loss_star, nbeta, accept=None, *, plateau_loss=None, wstar: Minimum | None = None,
+                    full_batch: bool = True) -> Estimate:
+    """``lambda_hat = nbeta (mean_t L_t - L_n(w*))`` per chain, with its diagnostics.
+
+    loss (C, T): L_n at the draws; plateau_loss (C, T): the same at gamma / 10 (or None);
+    wstar: the checks of w* (or None). ``diag`` keys: rhat, ess, accept, split_first /
+    split_second / split_z (halves of the draws), lambda_var / lambda_var_se / var_rel
+    (``nbeta^2 Var[L_n]`` per chain, averaged; NaN with minibatch losses, whose variance
+    includes minibatch noise), lambda_plateau / lambda_plateau_se / plateau_z (gamma / 10),
+    wstar_ok / grad_norm / hess_min / hess_max / probe_drop. `converged` combines them.
+    """
+    per_draw = nbeta * (loss - loss_star)
+    per_chain = jnp.mean(per_draw, axis=1)
+    value = jnp.mean(per_chain)
+    first, second, split_z = split_half(per_draw)
+    var_chain = nbeta**2 * jnp.var(loss, axis=1, ddof=1)
+    nan = jnp.full((), jnp.nan, loss.dtype)
+    diag = {"split_first": first, "split_second": second, "split_z": split_z,
+            "lambda_var": jnp.mean(var_chain), "lambda_var_se": stderr_over_chains(var_chain),
+            "var_rel": jnp.mean(var_chain) / value - 1 if full_batch else nan}
+    if plateau_loss is not None:
+        pc = jnp.mean(nbeta * (plateau_loss - loss_star), axis=1)
+        diag.update(lambda_plateau=jnp.mean(pc), lambda_plateau_se=stderr_over_chains(pc),
+                    plateau_z=zscore(value, stderr_over_chains(per_chain), jnp.mean(pc), stderr_over_chains(pc)))
+    if wstar is not None:
+        diag.update(wstar_ok=wstar.ok, grad_norm=wstar.grad_norm, hess_min=wstar.hess_min,
+                    hess_max=wstar.hess_max, probe_drop=wstar.probe_drop)
+    acc = jnp.full(loss.shape[:1], jnp.nan, loss.dtype) if accept is None else accept
+    aux = {"loss_star": jnp.asarray(loss_star), "nbeta": jnp.asarray(nbeta)}
+    return summary(per_chain, loss, acc, aux, diag)
 
 
-def llc_from_losses(loss, loss_star, nbeta, accept=None) -> Estimate:
-    """``lambda_hat = nbeta (mean_t L_t - L_n(w*))`` per chain; loss (C, T)."""
-    per_chain = nbeta * (jnp.mean(loss, axis=1) - loss_star)
-    acc = jnp.ones(loss.shape[:1], loss.dtype) if accept is None else accept
-    return _summary(per_chain, loss, acc, {"loss_star": jnp.asarray(loss_star), "nbeta": jnp.asarray(nbeta)})
-
-
-def llc(nll_fn, params_star, data, key, config: SamplerConfig, step_size, *, nbeta=None,
-        localization=1.0, prior_precision=0.0, weights=None) -> Estimate:
-    """Local learning coefficient at ``params_star`` (Lau et al. 2023).
+def llc(nll_fn, params_star, data, key, config: SamplerConfig, step_size=None, *, nbeta=None,
+        localization=DEFAULT_LOCALIZATION, prior_precision=0.0, weights=None, plateau: bool = True,
+        wstar: Minimum | None = None, check_wstar: bool = True, step_scale=None) -> Estimate:
+    """Local learning coefficient at ``params_star`` (Lau et al. 2023), with diagnostics.
 
     Samples the posterior localized at w* (``gamma = localization``) at ``nbeta = n / log n``
-    by default and returns ``nbeta (E[L_n] - L_n(w*))``: value, stderr, per-chain values,
-    loss traces (C, T). L_n(w*) is the full-batch loss.
+    by default and returns ``nbeta (E[L_n] - L_n(w*))``: value, stderr over chains, per-chain
+    values, loss traces (C, T) and the diagnostics of `llc_from_losses`.
+
+    w*: ``wstar`` (a `Minimum` from `find_minimum`, whose params replace ``params_star``), else
+    ``params_star`` checked by `check_minimum` (``check_wstar=False`` skips the checks).
+    step_size: None -> ``step_scale / (nbeta h + gamma + alpha)`` with h the top Hessian
+    eigenvalue at w* (``step_scale`` default `DEFAULT_STEP_SCALE`); for MALA the start of the
+    burn-in adaptation. plateau: also sample at gamma / 10 (one more vmapped copy of the chains)
+    and flag when the two estimates differ by more than 2 combined standard errors.
     """
+    validate(nbeta=nbeta, localization=localization, prior_precision=prior_precision, step_size=step_size,
+             data=data, weights=weights)
     n = _sample_size(data, weights)
     nbeta = n / jnp.log(n) if nbeta is None else nbeta
-    ch = sample(nll_fn, params_star, data, key, config, step_size, nbeta=nbeta, localization=localization,
-                prior_precision=prior_precision, weights=weights)
-    loss_star = mean_nll(nll_fn, params_star, data, weights)
-    return llc_from_losses(ch.loss, loss_star, nbeta, ch.accept)
+    k_w, k_s = jax.random.split(key)
+    if wstar is None and check_wstar:
+        wstar = check_minimum(nll_fn, params_star, data, k_w, weights=weights)
+    if wstar is not None:
+        params_star = wstar.params
+    dtype = ravel_pytree(params_star)[0].dtype
+    gamma = jnp.asarray(localization, dtype)
+    loss_star = wstar.loss if wstar is not None else mean_nll(nll_fn, params_star, data, weights)
+    if step_size is None:
+        h = wstar.hess_max if wstar is not None else curvature(nll_fn, params_star, data, k_w, weights=weights)
+        scale = DEFAULT_STEP_SCALE[config.method] if step_scale is None else step_scale
+        step_size = scale / (nbeta * h + gamma + prior_precision)
+    gammas = jnp.stack([gamma, gamma / 10]) if plateau else gamma[None]
+    ch = jax.vmap(lambda g, k: sample(nll_fn, params_star, data, k, config, step_size, nbeta=nbeta, localization=g,
+                                      prior_precision=prior_precision, center=params_star, weights=weights))(
+        gammas, jax.random.split(k_s, gammas.shape[0]))
+    est = llc_from_losses(ch.loss[0], loss_star, nbeta, ch.accept[0], plateau_loss=ch.loss[1] if plateau else None,
+                          wstar=wstar, full_batch=config.batch_size is None)
+    est.aux["step_size"] = jnp.mean(ch.step_size[0])
+    return est
 
 
 def wbic(nll_fn, params0, data, key, config: SamplerConfig, step_size, *, localization=0.0,
@@ -307,10 +146,14 @@ def wbic(nll_fn, params0, data, key, config: SamplerConfig, step_size, *, locali
     With ``localization > 0`` it is the WBIC of the localized posterior (a local free energy).
     Per-chain values are ``n * mean_t L_t``; stderr is their spread over chains.
     """
+    validate(localization=localization, prior_precision=prior_precision, step_size=step_size, data=data,
+             weights=weights)
     n = _sample_size(data, weights)
     ch = sample(nll_fn, params0, data, key, config, step_size, nbeta=n / jnp.log(n), localization=localization,
                 prior_precision=prior_precision, weights=weights)
-    return _summary(n * jnp.mean(ch.loss, axis=1), ch.loss, ch.accept, {})
+    first, second, z = split_half(n * ch.loss)
+    return summary(n * jnp.mean(ch.loss, axis=1), ch.loss, ch.accept, {},
+                   {"split_first": first, "split_second": second, "split_z": z})
 
 
 def ti_ladder(num_rungs: int, power: float = 4.0):
@@ -332,10 +175,14 @@ def free_energy_ti(nll_fn, params0, data, key, config: SamplerConfig, step_size,
     renormalised, when ``localization > 0``). The ladder ``beta_k = (k/K)^power`` is a vmapped
     axis; rung k samples at ``nbeta = n beta_k`` with step ``step_size (n + alpha + gamma) /
     (n beta_k + alpha + gamma)`` (so ``step_size`` is the step at beta = 1 and the step follows
-    the posterior's width). Per chain: Simpson's rule over the rungs of ``n * mean_t L_t``.
+    the posterior's width; adapted MALA starts its adaptation there). Per chain: Simpson's rule
+    over the rungs of ``n * mean_t L_t``; the beta = 0 rung has weight 0 (with power > 1) and is
+    not sampled into the sum (MALA records no loss at nbeta = 0).
     aux: betas (K+1,), integrand (K+1,) = E_beta[n L_n], integrand_se (K+1,).
     Returns an `Estimate` whose trace is the beta = 1 rung's loss trace (C, T).
     """
+    validate(localization=localization, prior_precision=prior_precision, step_size=step_size, data=data,
+             weights=weights)
     betas, v = ti_ladder(num_rungs, power)
     n = _sample_size(data, weights)
     dtype = ravel_pytree(params0)[0].dtype
@@ -349,11 +196,11 @@ def free_energy_ti(nll_fn, params0, data, key, config: SamplerConfig, step_size,
 
     ch = jax.vmap(rung)(betas_j, eps, jax.random.split(key, num_rungs + 1))
     g = n * jnp.mean(ch.loss, axis=2)                         # (K+1, C)
-    per_chain = jnp.sum(v_j[:, None] * g, axis=0)
+    per_chain = jnp.sum(jnp.where(v_j[:, None] > 0, v_j[:, None] * g, 0.0), axis=0)
     c = g.shape[1]
     aux = {"betas": betas_j, "integrand": jnp.mean(g, axis=1),
            "integrand_se": jnp.std(g, axis=1, ddof=1) / math.sqrt(c) if c > 1 else jnp.zeros_like(betas_j)}
-    return _summary(per_chain, ch.loss[-1], ch.accept[-1], aux)
+    return summary(per_chain, ch.loss[-1], ch.accept[-1], aux)
 
 
 def _chain_log_mixture(pred, f_true, sigma, num_nodes):
@@ -405,74 +252,3 @@ def generalization_error_mc(loglik, log_q):
     return jnp.mean(log_q - log_pred)
 
 
-def curvature(nll_fn, params, data, key, iters: int = 30, weights=None):
-    """Largest |eigenvalue| of the Hessian of L_n at ``params`` (power iteration on HVPs).
-
-    Used to set step sizes: ``eps = step_scale / (nbeta * curvature + gamma + alpha)`` keeps
-    ``eps`` times the stiffest curvature of ``pi`` at ``step_scale``, whatever the model.
-    """
-    w, unravel = ravel_pytree(params)
-    loss = lambda v: mean_nll(nll_fn, unravel(v), data, weights)
-    hvp = lambda v: jax.jvp(jax.grad(loss), (w,), (v,))[1]
-    v0 = jax.random.normal(key, w.shape, w.dtype)
-
-    def body(_, v):
-        hv = hvp(v)
-        return hv / (jnp.linalg.norm(hv) + 1e-30)
-
-    v = jax.lax.fori_loop(0, iters, body, v0 / jnp.linalg.norm(v0))
-    return jnp.abs(jnp.vdot(v, hvp(v)))
-
-
-# ----------------------------------------------------------------------------- known values
-
-
-def rrr_learning_coefficient(m: int, n: int, h: int, r: int) -> float:
-    """Learning coefficient of reduced-rank regression ``y = B A x`` (Aoyagi & Watanabe 2005).
-
-    m: input dim, n: output dim, h: hidden (inner) dim, r <= min(m, n, h): true rank.
-    """
-    if not 0 <= r <= min(m, n, h):
-        raise ValueError(f"need 0 <= r <= min(m, n, h), got m={m} n={n} h={h} r={r}")
-    if m + h < n + r:
-        return (h * m - h * r + n * r) / 2
-    if n + h < m + r:
-        return (h * n - h * r + m * r) / 2
-    if m + n < h + r:
-        return m * n / 2
-    lam = 2 * (h + r) * (m + n) - (m - n) ** 2 - (h + r) ** 2
-    return (lam + (m + h + n + r) % 2) / 8
-
-
-def dln_learning_coefficient(dims, r: int) -> float:
-    """Learning coefficient of a deep linear network ``x -> x W_1 ... W_L`` (Aoyagi 2024,
-    Neural Networks 172, Thm. 1). dims = (input, hidden_1, ..., output), r = true rank.
-
-    With ``M_j = dims_j - r`` find the subset S (|S| = l + 1) whose members are all smaller than
-    the rest and with ``l max_S M <= sum_S M < l min_{not S} M``; then, with
-    ``s = sum_S M``, ``c = ceil(s / l)``, ``a = s - (c - 1) l``:
-    ``lambda = (r (dims_0 + dims_L) - r^2)/2 + a (l - a)/(4 l) - l (l - 1) s^2/(4 l^2)
-    + (1/2) sum_{i<j in S} M_i M_j``.
-    """
-    import itertools
-
-    dims = tuple(int(v) for v in dims)
-    if not 0 <= r <= min(dims):
-        raise ValueError(f"need 0 <= r <= min(dims), got dims={dims} r={r}")
-    if len(dims) == 2:
-        return dims[0] * dims[1] / 2
-    M = [v - r for v in dims]
-    for size in range(2, len(M) + 1):
-        for S in itertools.combinations(range(len(M)), size):
-            sub = [M[i] for i in S]
-            rest = [M[i] for i in range(len(M)) if i not in S]
-            l, s = size - 1, sum(sub)
-            if rest and not (max(sub) < min(rest) and s < l * min(rest)):
-                continue
-            if s < l * max(sub):
-                continue
-            c = -(-s // l)
-            a = s - (c - 1) * l
-            pairs = sum(sub[i] * sub[j] for i in range(len(sub)) for j in range(i + 1, len(sub)))
-            return (r * (dims[0] + dims[-1]) - r * r) / 2 + a * (l - a) / (4 * l) - (l - 1) * s * s / (4 * l) + pairs / 2
-    raise ValueError(f"no admissible subset for dims={dims}, r={r}")

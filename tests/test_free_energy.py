@@ -50,7 +50,9 @@ def test_mala_exact_on_2d_non_gaussian_target():
             return (2 * (u**2 - 1) ** 2 + 2 * (v - 0.5 * u**2) ** 2)[None]
 
         feats = lambda w: jnp.stack([w[0] ** 2, w[1], w[1] ** 2, w[0] ** 2 * w[1], w[0] ** 4, w[0]])
-        cfg = fe.SamplerConfig("mala", num_chains=8, num_draws=5000, num_burnin=300)
+        # the kernel at the fixed step 0.25 (acceptance ~0.6); the adapted step (target 0.8) is
+        # smaller and crosses between the modes more slowly (R-hat of u 1.057 with 5000 draws)
+        cfg = fe.SamplerConfig("mala", num_chains=8, num_draws=5000, num_burnin=300, adapt_step=False)
         ch = jax.jit(lambda k: fe.sample(pot, jnp.array([1.0, 0.5]), DUMMY, k, cfg, 0.25, nbeta=1.0,
                                          observe_fn=feats))(jax.random.key(1))
         u, v = np.meshgrid(np.linspace(-3.5, 3.5, 1401), np.linspace(-4.0, 8.0, 2401), indexing="ij")
@@ -192,26 +194,88 @@ def test_bayes_generalization_error_quadrature_vs_monte_carlo():
         assert abs(float(fe.bayes_generalization_error(f_true[None, None], f_true, sigma).value)) < 1e-12
 
 
-def test_known_learning_coefficients():
-    # regular rank-r matrices: r (m + n - r) / 2
-    assert fe.rrr_learning_coefficient(3, 5, 2, 2) == 2 * (3 + 5 - 2) / 2
-    # the four cases of Aoyagi & Watanabe (2005)
-    assert fe.rrr_learning_coefficient(3, 3, 3, 1) == 4.0
-    assert fe.rrr_learning_coefficient(2, 6, 2, 1) == 4.0
-    assert fe.rrr_learning_coefficient(6, 2, 2, 1) == 4.0
-    assert fe.rrr_learning_coefficient(2, 2, 5, 1) == 2.0
-    assert fe.rrr_learning_coefficient(1, 1, 1, 0) == 0.5                # y = a b x at the origin
-    # Aoyagi's deep-linear formula reduces to the reduced-rank one for one hidden layer
-    for m in range(1, 6):
-        for n in range(1, 6):
-            for h in range(1, 6):
-                for r in range(min(m, n, h) + 1):
-                    assert fe.dln_learning_coefficient((m, h, n), r) == pytest.approx(fe.rrr_learning_coefficient(m, n, h, r))
-    assert fe.dln_learning_coefficient((3, 3, 3, 3), 3) == pytest.approx(4.5)  # full rank: 9 / 2
-    with pytest.raises(ValueError):
-        fe.rrr_learning_coefficient(2, 2, 2, 3)
-    with pytest.raises(ValueError):
-        fe.SamplerConfig("mala", batch_size=10)
+# Hand-computed from the papers' formulas (worked out on paper, not by the code under test):
+# Aoyagi & Watanabe (2005), reduced rank y = B A x, A (H x M), B (N x H), rank r:
+#   case 1  M + H < N + r:  lambda = (HM - Hr + Nr) / 2,      m = 1
+#   case 2  N + H < M + r:  lambda = (HN - Hr + Mr) / 2,      m = 1
+#   case 3  M + N < H + r:  lambda = MN / 2,                  m = 1
+#   case 4  otherwise:      lambda = [2(H+r)(M+N) - (M-N)^2 - (H+r)^2 + (M+N+H+r mod 2)] / 8,
+#                           m = 2 if M+N+H+r is odd else 1.
+RRR_CASES = [  # (M, N, H, r, lambda, m, branch)
+    (2, 6, 2, 1, (2 * 2 - 2 * 1 + 6 * 1) / 2, 1, "case 1"),          # 4 < 7: (4 - 2 + 6)/2 = 4
+    (6, 2, 2, 1, (2 * 2 - 2 * 1 + 6 * 1) / 2, 1, "case 2"),          # = 4
+    (2, 2, 5, 1, 2.0, 1, "case 3"),                                    # 4 < 6: 4/2
+    (3, 3, 3, 1, (2 * 4 * 6 - 0 - 16 + 0) / 8, 1, "case 4 even"),    # (48 - 16)/8 = 4
+    (3, 2, 3, 1, (2 * 4 * 5 - 1 - 16 + 1) / 8, 2, "case 4 odd"),     # (40 - 17 + 1)/8 = 3
+    (4, 4, 2, 0, (2 * 2 * 8 - 0 - 4 + 0) / 8, 1, "case 4 rank 0"),   # (32 - 4)/8 = 3.5
+    (5, 4, 3, 1, (2 * 4 * 9 - 1 - 16 + 0) / 8, 2, "case 4 odd"),     # (72 - 17)/8 = 6.875 -> +1/8: 7
+    (3, 5, 2, 2, 2 * (3 + 5 - 2) / 2, 1, "full rank r = H"),          # regular: r (M + N - r) / 2 = 6
+]
+
+
+@pytest.mark.parametrize("M,N,H,r,lam,m,branch", RRR_CASES, ids=[f"{c[0]}-{c[2]}-{c[1]} r{c[3]} {c[6]}" for c in RRR_CASES])
+def test_rrr_learning_coefficient_against_hand_computed_values(M, N, H, r, lam, m, branch):
+    with jax.enable_x64(True):
+        if (M, N, H, r) == (5, 4, 3, 1):
+            lam = 7.0                                    # odd case: the +1 of the formula
+        assert fe.rrr_learning_coefficient(M, N, H, r) == pytest.approx(lam, abs=1e-12)
+        assert fe.rrr_multiplicity(M, N, H, r) == m
+        # one hidden layer: Aoyagi's deep-linear theorem reduces to the same number
+        assert fe.dln_learning_coefficient((M, H, N), r) == pytest.approx(lam, abs=1e-12)
+        lam_j, m_j = fe.dln_learning_coefficient_jnp(jnp.array([M, H, N]), r)
+        assert float(lam_j) == pytest.approx(lam, abs=1e-12) and int(m_j) == m
+
+
+# Aoyagi (2024), Thm. 1, worked by hand: M_j = H_j - r; S the subset of the smallest M_j with
+# l max_S M <= sum_S M < l min_{not S} M (|S| = l + 1), s = sum_S M, c = ceil(s/l), a = s - (c-1) l,
+# lambda = (r(H_0 + H_L) - r^2)/2 + a(l - a)/(4l) - (l - 1) s^2/(4l) + (1/2) sum_{i<j in S} M_i M_j.
+DLN_CASES = [  # (dims, r, lambda, m)
+    # M = (2,3,3,2): {2,2} fails s < l min_rest (4 < 3), {2,2,3} fails max_S < min_rest; S = all,
+    # l = 3, s = 10, c = 4, a = 1: (6 - 1)/2 + 1*2/12 - 2*100/12 + (6+6+4+9+6+6)/2 = 4.5
+    ((3, 4, 4, 3), 1, 2.5 + 2 / 12 - 200 / 12 + 37 / 2, 2),
+    # M = (3,2,2,3): S = all as above, l = 3, s = 10, a = 1; pairs 37: 7/2 + 2/12 - 200/12 + 37/2 = 5.5
+    ((4, 3, 3, 4), 1, (8 - 1) / 2 + 2 / 12 - 200 / 12 + 37 / 2, 2),
+    # M = (1,3,3,3,1): S = {1, 1} (l = 1, s = 2 < 3): 3/2 + 0 - 0 + 1/2 = 2
+    ((2, 4, 4, 4, 2), 1, 1.5 + 0.5, 1),
+    # M = (2,2,2,2,2,2): S = all, l = 5, s = 12, c = 3, a = 2: 5/2 + 6/20 - 4*144/20 + 15*4/2 = 4
+    ((3, 3, 3, 3, 3, 3), 1, 2.5 + 6 / 20 - 576 / 20 + 30, 2),
+    # M = (3,2,3,2,3,2): the three 2's fail s < l min_rest (6 < 6), so S = all: l = 5, s = 15,
+    # c = 3, a = 5 = l: (7 - 1)/2 + 0 - 4*225/20 + (225 - 39)/4 = 4.5, m = 1
+    ((4, 3, 4, 3, 4, 3), 1, 3 + 0 - 900 / 20 + 186 / 4, 1),
+    # M = (2,3,1,3,2): S = {1, 2, 2}, l = 2, s = 5 < 2*3, c = 3, a = 1: 5/2 + 1/8 - 25/8 + 8/2 = 3.5
+    ((3, 4, 2, 4, 3), 1, 2.5 + 1 / 8 - 25 / 8 + 4, 2),
+    ((3, 5), 0, 7.5, 1),                                   # one layer: regular, d/2
+]
+
+
+@pytest.mark.parametrize("dims,r,lam,m", DLN_CASES, ids=["-".join(map(str, c[0])) + f" r{c[1]}" for c in DLN_CASES])
+def test_dln_learning_coefficient_against_hand_computed_values(dims, r, lam, m):
+    with jax.enable_x64(True):
+        assert fe.dln_learning_coefficient(dims, r) == pytest.approx(lam, abs=1e-12)
+        assert fe.dln_multiplicity(dims, r) == m
+        lam_j, m_j = fe.dln_learning_coefficient_jnp(jnp.array(dims), r)   # the vectorised twin
+        assert float(lam_j) == pytest.approx(lam, abs=1e-12) and int(m_j) == m
+
+
+def test_closed_forms_agree_with_their_twin_everywhere_small():
+    """The Python and the vectorised jnp implementations agree on every shape with widths <= 4
+    and depth <= 4 (float64), and rrr == dln for one hidden layer."""
+    import itertools
+    with jax.enable_x64(True):
+        f = jax.jit(fe.dln_learning_coefficient_jnp)
+        for L in (3, 4, 5):
+            for dims in itertools.product(range(1, 5), repeat=L):
+                for r in range(min(dims) + 1):
+                    lam, m = f(jnp.array(dims), r)
+                    assert abs(float(lam) - fe.dln_learning_coefficient(dims, r)) < 1e-9, (dims, r)
+                    assert int(m) == fe.dln_multiplicity(dims, r), (dims, r)
+                    if L == 3:
+                        assert fe.dln_learning_coefficient(dims, r) == pytest.approx(
+                            fe.rrr_learning_coefficient(dims[0], dims[2], dims[1], r))
+        with pytest.raises(ValueError):
+            fe.rrr_learning_coefficient(2, 2, 2, 3)
+        with pytest.raises(ValueError):
+            fe.SamplerConfig("mala", batch_size=10)
 
 
 def test_shuffled_minibatches_visit_every_example_once_per_epoch():
@@ -225,3 +289,114 @@ def test_shuffled_minibatches_visit_every_example_once_per_epoch():
     per_epoch = np.asarray(ch.loss).reshape(3, 6, n // m) * m          # (chains, epochs, batches)
     np.testing.assert_allclose(per_epoch.sum(-1), n * (n - 1) / 2, rtol=1e-6)
     assert len({tuple(e) for e in per_epoch.reshape(-1, n // m).round(3)}) > 10
+
+
+def _rrr_saddle_problem():
+    """Noisy rrr 3-3-3 with a rank-1 truth and its rank-1 saddle (see tests/test_minimum.py)."""
+    from tests.test_minimum import _rank1_saddle, _rrr_problem
+    nll, truth, data = _rrr_problem(n=500)
+    return nll, truth, data, _rank1_saddle(nll, truth, data)
+
+
+def test_llc_flags_a_saddle_and_a_short_chain_but_passes_a_good_run():
+    """The three outcomes of `converged`: a w* that is a saddle (wstar_ok false), a chain far too
+    short (ESS and the rest), and, as the control, the estimator at its defaults on noise-free
+    data centred at the truth (the sampler check), which must converge and hit the closed form
+    lambda(3, 3, 3, r=1) = 4 (multiplicity 1) within 10%, s.e. within 5%."""
+    from tests.test_minimum import _rank1_saddle, _rrr_problem
+    with jax.enable_x64(True):
+        nll, truth, data = _rrr_problem(n=500)
+        saddle = _rank1_saddle(nll, truth, data)
+        cfg = fe.SamplerConfig("mala", num_chains=4, num_draws=1000, num_burnin=1000)
+        at_saddle = jax.jit(lambda k: fe.llc(nll, saddle, data, k, cfg))(jax.random.key(0))
+        assert not bool(at_saddle.diag["wstar_ok"]) and not bool(at_saddle.converged)
+        nll0, truth0, data0 = _rrr_problem(n=1000, noise=0.0, seed=1)
+        good = jax.jit(lambda k: fe.llc(nll0, truth0, data0, k, cfg))(jax.random.key(2))
+        d = {k: round(float(v), 4) for k, v in good.diag.items()}
+        assert bool(good.converged) and bool(good.diag["wstar_ok"]), d
+        assert abs(float(good.value) / 4.0 - 1) < 0.10 and float(good.stderr) < 0.05 * 4.0, d
+        short = fe.SamplerConfig("mala", num_chains=4, num_draws=20, num_burnin=0)
+        bad = jax.jit(lambda k: fe.llc(nll0, truth0, data0, k, short))(jax.random.key(3))
+        assert float(bad.ess) < fe.THRESHOLDS["ess_min"] and not bool(bad.converged)
+        assert bad.trace.shape == (4, 20) and set(bad.diag) >= {"rhat", "ess", "split_z", "plateau_z", "var_rel",
+                                                                 "accept", "wstar_ok"}
+
+
+def test_mala_step_adapts_in_burn_in_and_is_frozen_after():
+    """Gaussian N(0, diag(1/a)) started 100x too small a step: after dual averaging the draws'
+    acceptance sits near the target and every chain reports the frozen step it used."""
+    with jax.enable_x64(True):
+        a = jnp.array([1.0, 10.0, 100.0])
+        cfg = fe.SamplerConfig("mala", num_chains=4, num_draws=2000, num_burnin=1000, target_accept=0.8)
+        ch = jax.jit(lambda k: fe.sample(_gauss_nll(a, 0.0), jnp.zeros(3), DUMMY, k, cfg, 1e-4, nbeta=1.0,
+                                         observe_fn=lambda w: w))(jax.random.key(0))
+        assert np.all(np.asarray(ch.step_size) > 1e-3)                   # it grew from 1e-4
+        assert 0.6 < float(jnp.mean(ch.accept)) < 0.95
+        for i in range(3):                                                # exact target
+            n_eff = float(fe.ess(ch.observed[..., i]))
+            assert abs(float(ch.observed[..., i].var()) * a[i] - 1) < 5 * np.sqrt(2 / n_eff), (i, n_eff)
+        fixed = dataclasses.replace(cfg, adapt_step=False)
+        ch2 = jax.jit(lambda k: fe.sample(_gauss_nll(a, 0.0), jnp.zeros(3), DUMMY, k, fixed, 1e-4, nbeta=1.0))(
+            jax.random.key(0))
+        np.testing.assert_allclose(np.asarray(ch2.step_size), 1e-4)
+
+
+def test_preconditioned_sgld_and_its_mala_acceptance_diagnostic():
+    """Ill-conditioned Gaussian (curvatures 1 and 400). With a step at the stiff direction's
+    stability limit, plain SGLD barely moves the flat coordinate; RMSProp-style preconditioning
+    (estimated in burn-in) brings its variance near 1. The MALA-acceptance diagnostic is near 1
+    for a small step and drops for a step 20x larger."""
+    with jax.enable_x64(True):
+        a = jnp.array([1.0, 400.0])
+        nll = _gauss_nll(a, 0.0)
+        run = lambda cfg, eps: jax.jit(lambda k: fe.sample(nll, jnp.zeros(2), DUMMY, k, cfg, eps, nbeta=1.0,
+                                                           observe_fn=lambda w: w))(jax.random.key(1))
+        base = fe.SamplerConfig("sgld", num_chains=4, num_draws=2000, num_burnin=500)
+        plain = run(base, 1e-3)
+        pre = run(dataclasses.replace(base, precondition=True), 1e-3)
+        v_plain = float(np.asarray(plain.observed)[..., 0].var())
+        v_pre = float(np.asarray(pre.observed)[..., 0].var())
+        assert v_plain < 0.5 < v_pre < 1.5, (v_plain, v_pre)
+        assert float(jnp.mean(plain.accept)) > 0.9
+        big = run(base, 2e-2)
+        assert float(jnp.mean(big.accept)) < float(jnp.mean(plain.accept)) - 0.1
+
+
+def test_bad_input_raises_one_line_value_errors():
+    x, y, nll = _linear_problem(50, 2)
+    w = jnp.zeros(2)
+    cfg = fe.SamplerConfig("mala", num_chains=2, num_draws=10)
+    bad_calls = {
+        "num_draws": lambda: fe.SamplerConfig("mala", num_draws=-5),
+        "num_burnin": lambda: fe.SamplerConfig("sgld", num_burnin=-1),
+        "gamma": lambda: fe.llc(nll, w, (x, y), jax.random.key(0), cfg, localization=-1.0),
+        "nbeta": lambda: fe.llc(nll, w, (x, y), jax.random.key(0), cfg, nbeta=0.0),
+        "nbeta<0": lambda: fe.sample(nll, w, (x, y), jax.random.key(0), cfg, 0.1, nbeta=-2.0),
+        "step": lambda: fe.llc(nll, w, (x, y), jax.random.key(0), cfg, -0.1),
+        "data": lambda: fe.llc(nll, w, (x.at[3, 1].set(jnp.nan), y), jax.random.key(0), cfg),
+        "data inf": lambda: fe.find_minimum(nll, w, (x, y.at[0].set(jnp.inf)), jax.random.key(0)),
+        "wbic data": lambda: fe.wbic(nll, w, (x, y.at[0].set(jnp.nan)), jax.random.key(0), cfg, 0.1),
+    }
+    for name, call in bad_calls.items():
+        with pytest.raises(ValueError) as e:
+            call()
+        assert "\n" not in str(e.value) and str(e.value), name
+
+
+def test_mala_diagonal_metric_by_change_of_variables():
+    """MALA with ``precondition=True`` (a diagonal metric estimated in burn-in, w = w0 + D z):
+    still exact on an ill-conditioned Gaussian (curvatures 1, 400, 10), and the flat coordinate
+    mixes far better than with the isotropic step the stiff one dictates."""
+    with jax.enable_x64(True):
+        a = jnp.array([1.0, 400.0, 10.0])
+        runs = {}
+        for pre in (False, True):
+            cfg = fe.SamplerConfig("mala", num_chains=4, num_draws=2000, num_burnin=2000, precondition=pre)
+            ch = jax.jit(lambda k: fe.sample(_gauss_nll(a, 0.0), jnp.zeros(3), DUMMY, k, cfg, 1e-3, nbeta=1.0,
+                                             observe_fn=lambda w: w))(jax.random.key(0))
+            runs[pre] = ch
+        o = runs[True].observed
+        for i in range(3):
+            n_eff = float(fe.ess(o[..., i]))
+            assert abs(float(o[..., i].var()) * a[i] - 1) < 5 * np.sqrt(2 / n_eff), (i, n_eff)
+        assert float(fe.ess(o[..., 0])) > 10 * float(fe.ess(runs[False].observed[..., 0]))

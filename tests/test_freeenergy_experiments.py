@@ -15,34 +15,28 @@ def _static_traced(module, **kw):
     d = {k: p.default for k, p in module.PARAMS.items()}
     d.update(kw)
     st = {k: module.PARAMS[k].validate(k, v) for k, v in d.items() if module.PARAMS[k].kind == "static"}
-    tr = {k: jnp.asarray(v, jnp.float32) for k, v in d.items() if module.PARAMS[k].kind == "traced"}
+    tr = {k: jnp.asarray(v, jnp.int32 if module.PARAMS[k].type is int else jnp.float32)
+          for k, v in d.items() if module.PARAMS[k].kind == "traced"}
     return dataclasses.make_dataclass("Static", list(st), frozen=True)(**st), tr
 
 
-@pytest.mark.parametrize("m,n,h", [(2, 6, 2), (6, 2, 2), (2, 2, 5)])
-def test_reduced_rank_lambda_hat_within_15_percent(m, n, h):
-    """Aoyagi-Watanabe cases 2, 3 and 4 (rank 1): SGLD lambda_hat within 15% of the closed form."""
-    s, tr = _static_traced(lambda_validation, model="rrr", in_dim=m, out_dim=n, hidden=str(h), rank=1,
-                           n=1000, chains=4, draws=2000, burnin=500, sgld_step=0.2)
-    out = jax.jit(functools.partial(lambda_validation.run_one, s))(tr, jax.random.key(0))
-    lam, true = float(out["lambda_hat"]), float(out["lambda_true"])
-    assert true == {(2, 6, 2): 4.0, (6, 2, 2): 4.0, (2, 2, 5): 2.0}[(m, n, h)]
-    assert abs(lam / true - 1) < 0.15, (lam, true)
-    assert float(out["d_half"]) > 1.9 * true      # the naive count d/2 is far off: a real test
-    assert float(out["loss_star"]) <= float(out["loss_truth"])
-
-
-def test_validation_params_are_checked():
-    s, tr = _static_traced(lambda_validation, model="rrr", in_dim=2, out_dim=2, hidden="2", rank=3)
-    with pytest.raises(ValueError, match="rank=3 exceeds"):
-        lambda_validation.run_one(s, tr, jax.random.key(0))
-    with pytest.raises(ValueError, match="comma-separated"):
-        lambda_validation.PARAMS["hidden"].validate("hidden", "4,x")
-    with pytest.raises(ValueError, match="one of"):
-        lambda_validation.PARAMS["sampler"].validate("sampler", "hmc")
-    s, tr = _static_traced(freeenergy, width=2, teacher_width=3)
-    with pytest.raises(ValueError, match="teacher_width"):
-        freeenergy.run_one(s, tr, jax.random.key(0))
+def test_reduced_rank_lambda_hat_sampler_and_statistical_check():
+    """rrr 2-5-2 r1 (Aoyagi-Watanabe case 3, lambda = 2, while d/2 = 10) in one compiled call:
+    noise-free centred at the truth within 10%, noisy at find_minimum's w* within 15% (one seed),
+    the closed-form minimum reached, and the columns the table needs present."""
+    s, tr = _static_traced(lambda_validation, model="rrr", depth=2, pad=5, in_dim=2, out_dim=2, h1=5, rank=1,
+                           n=1000, chains=4, draws=1000, burnin=1000)
+    run = jax.jit(jax.vmap(functools.partial(lambda_validation.run_one, s), in_axes=(0, None)))
+    trs = {k: jnp.stack([v, v]) for k, v in tr.items()}
+    trs["noise_std"] = jnp.array([0.0, 1.0])
+    out = run(trs, jax.random.key(0))
+    lam, true = np.asarray(out["lambda_hat"]), np.asarray(out["lambda_true"])
+    assert np.all(true == 2.0) and np.all(np.asarray(out["multiplicity"]) == 1)
+    assert abs(lam[0] / 2 - 1) < 0.10 and abs(lam[1] / 2 - 1) < 0.15, lam
+    assert np.all(np.asarray(out["d_half"]) == 10.0)       # the naive count d/2 is far off: a real test
+    assert np.all(np.asarray(out["wstar_ok"])) and abs(float(out["wstar_gap"][1])) < 1e-5
+    for k in ("lambda_se", "rhat", "ess", "accept", "split_z", "plateau_z", "var_rel", "converged", "lambda_corrected"):
+        assert out[k].shape == (2,), k
 
 
 @pytest.mark.parametrize("width,depth", [(3, 1), (4, 3)])
@@ -75,3 +69,40 @@ def test_smoke_preset_end_to_end(smoke_run, sweep, figures):
         assert (out / f"{f}.png").exists() and (out / f"{f}.pdf").exists()
     t = store.load(out).table
     assert np.all(np.isfinite(np.asarray(t["lambda_hat"], float)))
+
+
+# Cases for which the default preset's chains are too short (docs/experiments/lambda_validation.md,
+# "Verdict"): deep linear networks of depth 5. They are not exempt from honesty: outside their band,
+# most of their seeds must flag themselves (converged false).
+SHORTFALLS = lambda c: c["label"].startswith("dln") and c["label"].count("-") == 5
+
+
+def test_committed_validation_results_hit_the_closed_forms(root):
+    """The must-hold numbers, read from the committed default sweep (results/lambda_validation):
+    every case's mean over seeds within 10% (sampler check; vs lambda - (m-1)/log(nbeta) allowed
+    where m > 1) or 15% (statistical check) of the closed form, with s.e./lambda <= 5% unless the
+    estimator flags most of the case's seeds; the known shortfalls (above) outside their band are
+    flagged by the estimator itself. The default
+    preset runs every case at n = 1000 with 4 seeds (n = 10000 and 16 seeds: the paper preset)."""
+    from jaxbench.experiments import _lambda_claims as lc
+    out = root / "results" / "lambda_validation"
+    cases = lc.cases(out)
+    assert {c["check"] for c in cases} == {"sampler", "statistical"}
+    for check in ("sampler", "statistical"):
+        sel = [c for c in cases if c["check"] == check and c["n"] == 1000]
+        assert len(sel) >= 18, (check, len(sel))
+        assert {c["label"].split()[0] for c in sel} == {"linear", "rrr", "dln"}
+        assert {c["label"].count("-") for c in sel if c["label"].startswith("dln")} >= {3, 4, 5}   # depth 3-5
+    assert min(c["seeds"] for c in cases) >= 4
+    held = [c for c in cases if not SHORTFALLS(c)]
+    assert len(held) >= 2 * 16
+    bad = [(c["check"], c["label"], c["n"], round(c["rel_err"], 3)) for c in held if not lc.within(c)]
+    assert not bad, bad
+    # s.e. over 4 seeds: a case wider than SE_MAX (so claims() says "partly") must at least be one
+    # the estimator flags in most seeds; an imprecise estimate that looks converged fails
+    wide = [(c["check"], c["label"], c["n"], round(c["se"] / c["lambda"], 3), c["flagged"]) for c in held
+            if c["se"] / c["lambda"] > lc.SE_MAX and c["flagged"] < c["seeds"] / 2]
+    assert not wide, wide
+    for c in cases:
+        if SHORTFALLS(c) and not lc.within(c):
+            assert c["flagged"] >= c["seeds"] / 2, (c["check"], c["label"], c["n"], c["flagged"])

@@ -8,53 +8,53 @@ from jaxbench import plot as plotlib
 from jaxbench import store
 
 MODEL_COLORS = {"linear": "tab:blue", "rrr": "tab:orange", "dln": "tab:green"}
-SAMPLER_MARKERS = {"sgld": "o", "mala": "s"}
-
-
-def _case_label(t, i) -> str:
-    m = t["model"][i]
-    if m == "linear":
-        return f"linear {t['in_dim'][i]}->{t['out_dim'][i]}"
-    h = str(t["hidden"][i]).replace(",", "-")
-    return f"{m} {t['in_dim'][i]}-{h}-{t['out_dim'][i]} r{t['rank'][i]}"
 
 
 def validation(results_dir):
-    """lambda_hat against the closed form (left) and relative error per case (right)."""
+    """Relative error of lambda_hat per case: sampler check (left) and statistical check (right).
+
+    Big markers: mean over seeds ± s.e.; hollow grey when any seed was flagged (not converged
+    or wstar_ok false). Small dots: the seeds. Shaded: the ±10% band; '|' marks the target
+    lambda - (m-1)/log(nbeta) where the multiplicity m > 1."""
+    from jaxbench.experiments import _lambda_claims as lc
+
     res = store.load(results_dir)
-    t, meta = res.table, res.meta
-    ok = ~np.asarray(t["diverged"], bool)
-    fig, axes = plotlib.figure(1, 2, width=4.2, height=3.4)
-    ax, ax2 = axes[0, 0], axes[0, 1]
-    lam, se, true = (np.asarray(t[k], float) for k in ("lambda_hat", "lambda_se", "lambda_true"))
-    for model, color in MODEL_COLORS.items():
-        for sampler, marker in SAMPLER_MARKERS.items():
-            sel = ok & (t["model"] == model) & (t["sampler"] == sampler)
-            if sel.any():
-                ax.errorbar(true[sel], lam[sel], yerr=se[sel], fmt=marker, color=color, ms=4, capsize=2,
-                            mfc=color if sampler == "sgld" else "none", label=f"{model} ({sampler})")
-        sel = ok & (t["model"] == model)
-        if sel.any():
-            ax.scatter(true[sel], np.asarray(t["d_half"], float)[sel], marker="x", color=color, s=14, alpha=0.5)
-    hi = max(np.nanmax(true[ok]), np.nanmax(lam[ok])) * 1.1
-    ax.plot([0, hi], [0, hi], "k--", lw=1, label="lambda_hat = lambda")
-    ax.set_xlabel("known learning coefficient lambda")
-    ax.set_ylabel("lambda_hat (SGLD/MALA, ± s.e. over chains)")
-    ax.set_title("estimator vs closed form (x: naive d/2)")
-    ax.legend(fontsize=6)
-    labels = sorted({_case_label(t, i) for i in np.flatnonzero(ok)})
-    for i in np.flatnonzero(ok):
-        y = labels.index(_case_label(t, i)) + (0.15 if t["sampler"][i] == "mala" else -0.15)
-        ax2.errorbar(lam[i] / true[i] - 1, y, xerr=se[i] / true[i], fmt=SAMPLER_MARKERS[t["sampler"][i]],
-                     color=MODEL_COLORS[t["model"][i]], ms=4, capsize=2,
-                     mfc=MODEL_COLORS[t["model"][i]] if t["sampler"][i] == "sgld" else "none")
-    ax2.axvspan(-0.15, 0.15, color="0.85", zorder=0, label="±15%")
-    ax2.axvline(0, color="k", lw=0.8)
-    ax2.set_yticks(range(len(labels)), labels, fontsize=6)
-    ax2.set_xlabel("relative error lambda_hat / lambda - 1")
-    ax2.set_title("per case (filled: SGLD, open: MALA)")
-    ax2.legend(fontsize=6, loc="lower right")
-    return plotlib.save(fig, results_dir, "lambda_validation", meta)
+    cs = lc.cases(results_dir)
+    labels = list(dict.fromkeys(c["label"] for c in cs))
+    ns = sorted({c["n"] for c in cs})
+    offsets = {n: (k - (len(ns) - 1) / 2) * 0.3 for k, n in enumerate(ns)}
+    markers = dict(zip(ns, ["o", "s", "D", "^"]))
+    errs = np.concatenate([c["values"] / c["lambda"] - 1 for c in cs])
+    lim = float(np.clip(1.08 * np.nanmax(np.abs(errs)), 0.2, 1.0))
+    fig, axes = plotlib.figure(1, 2, width=4.3, height=0.28 * len(labels) + 1.6, sharey=True)
+    for ax, check, title in ((axes[0, 0], "sampler", "sampler check: noise-free, w* = truth"),
+                             (axes[0, 1], "statistical", "statistical check: noisy, w* = find_minimum")):
+        if check == "statistical":
+            ax.axvspan(-0.15, 0.15, color="0.95", zorder=0, label="±15% (statistical band)")
+        ax.axvspan(-0.10, 0.10, color="0.88", zorder=0, label="±10%")
+        ax.axvline(0, color="k", lw=0.8)
+        for c in (c for c in cs if c["check"] == check):
+            y = labels.index(c["label"]) + offsets[c["n"]]
+            model = c["label"].split()[0]
+            color = MODEL_COLORS[model]
+            ax.scatter(c["values"] / c["lambda"] - 1, np.full(c["values"].shape, y), s=4, color=color, alpha=0.35,
+                       lw=0)
+            flagged = c["flagged"] > 0
+            ax.errorbar(c["rel_err"], y, xerr=c["se"] / c["lambda"], fmt=markers[c["n"]], ms=4.5, capsize=2,
+                        color="0.55" if flagged else color, mfc="none" if flagged else color, zorder=3)
+            if c["m"] > 1:
+                ax.plot([c["corrected"] / c["lambda"] - 1] * 2, [y - 0.22, y + 0.22], color="k", lw=1)
+        for n in ns:
+            ax.errorbar([], [], fmt=markers[n], color="k", ms=4, label=f"n = {n}")
+        ax.errorbar([], [], fmt="o", color="0.55", mfc="none", ms=4, label="a seed flagged")
+        ax.plot([], [], color="k", lw=1, label="lambda - (m-1)/log(nbeta)")
+        ax.set_xlabel("lambda_hat / lambda - 1 (mean over seeds ± s.e.)")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlim(-lim, lim)
+    axes[0, 0].set_yticks(range(len(labels)), labels, fontsize=6)
+    axes[0, 0].set_ylim(len(labels) - 0.5, -0.5)
+    axes[0, 1].legend(fontsize=5.5, loc="lower right")
+    return plotlib.save(fig, results_dir, "lambda_validation", res.meta)
 
 
 def _fit_slope(x, y):
