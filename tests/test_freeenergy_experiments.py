@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbench.experiments import freeenergy, lambda_validation
+from jaxbench.experiments.freeenergy import free_energy as freeenergy, lambda_validation
 
 
 def _static_traced(module, **kw):
@@ -84,7 +84,7 @@ def test_committed_validation_results_hit_the_closed_forms(root):
     estimator flags most of the case's seeds; the known shortfalls (above) outside their band are
     flagged by the estimator itself. The default
     preset runs every case at n = 1000 with 4 seeds (n = 10000 and 16 seeds: the paper preset)."""
-    from jaxbench.experiments import _lambda_claims as lc
+    from jaxbench.experiments.freeenergy import validation_claims as lc
     out = root / "results" / "lambda_validation"
     cases = lc.cases(out)
     assert {c["check"] for c in cases} == {"sampler", "statistical"}

@@ -49,8 +49,8 @@ from typing import Any, Callable
 # experiment NAME -> its module under jaxbench.experiments (one subpackage per paper)
 REGISTRY = {
     "example": "example",
-    "lambda_validation": "lambda_validation",
-    "free_energy": "freeenergy",
+    "lambda_validation": "freeenergy.lambda_validation",
+    "free_energy": "freeenergy.free_energy",
     "benign_overfitting": "benign.classification",
     "benign_n_growth": "benign.n_growth",
     "benign_regression": "benign.regression",

@@ -210,10 +210,10 @@ def variant_bytes(s) -> int:
 
 
 def plot(results_dir):
-    from jaxbench.experiments import _freeenergy_plots
+    from jaxbench.experiments.freeenergy import plots as _freeenergy_plots
     return _freeenergy_plots.validation(results_dir)
 
 
 def claims(results_dir):
-    from jaxbench.experiments._lambda_claims import claims as _claims
+    from jaxbench.experiments.freeenergy.validation_claims import claims as _claims
     return _claims(results_dir)

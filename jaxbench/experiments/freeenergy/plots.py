@@ -16,7 +16,7 @@ def validation(results_dir):
     Big markers: mean over seeds ± s.e.; hollow grey when any seed was flagged (not converged
     or wstar_ok false). Small dots: the seeds. Shaded: the ±10% band; '|' marks the target
     lambda - (m-1)/log(nbeta) where the multiplicity m > 1."""
-    from jaxbench.experiments import _lambda_claims as lc
+    from jaxbench.experiments.freeenergy import validation_claims as lc
 
     res = store.load(results_dir)
     cs = lc.cases(results_dir)

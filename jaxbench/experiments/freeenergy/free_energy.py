@@ -211,7 +211,7 @@ def variant_bytes(s) -> int:
 
 
 def plot(results_dir):
-    from jaxbench.experiments._freeenergy_plots import relu
+    from jaxbench.experiments.freeenergy.plots import relu
     return relu(results_dir)
 
 
