@@ -60,6 +60,7 @@ REGISTRY = {
     "local_recovery": "recovery",
     "ntk_convergence": "ntk_convergence",
     "info_bounds": "infobound",
+    "info_linear": "infobound_linear",
 }
 
 _REQUIRED = object()
