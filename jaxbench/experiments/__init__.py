@@ -61,6 +61,7 @@ REGISTRY = {
     "ntk_convergence": "ntk_convergence",
     "info_bounds": "infobound",
     "info_linear": "infobound_linear",
+    "info_gibbs": "infobound_gibbs",
 }
 
 _REQUIRED = object()

@@ -127,42 +127,66 @@ def _noise_covs(W, s2):
 
 
 def _mechanism(s, p, W, z, key):
-    """Evaluated last-hidden representation ``T_K (m, d)`` of points ``z (m, d)`` (fresh masks)."""
+    """Evaluated last-hidden representations ``T_K (R, m, d)`` of points ``z (R, m, d)``, fresh masks.
+
+    All masks of a layer come from ONE key (a vmap over per-set keys compiled pathologically slowly
+    under the engine's outer vmap: minutes instead of seconds, measured)."""
     q = p["strength"]
     t = z
     for k, w in enumerate(W):
         kk = jax.random.fold_in(key, k)
         if s.mech == "dropout":
-            t = (t @ w.T) * jax.random.bernoulli(kk, 1 - q, t.shape) / (1 - q)
+            t = jnp.einsum("rmj,ij->rmi", t, w) * jax.random.bernoulli(kk, 1 - q, t.shape) / (1 - q)
         elif s.mech == "dropconnect":
-            m = jax.random.bernoulli(kk, 1 - q, (t.shape[0],) + w.shape)
-            t = jnp.einsum("mij,mj->mi", m * w / (1 - q), t)
+            m = jax.random.bernoulli(kk, 1 - q, t.shape[:2] + w.shape)
+            t = jnp.einsum("rmij,rmj->rmi", m * w / (1 - q), t)
         else:
-            t = t @ w.T
+            t = jnp.einsum("rmj,ij->rmi", t, w)
     return t
 
 
-def _mask_mi(s, p, W, V, mask, key, n):
-    """``I(w; B^M_l Z_i)`` for one draw of the masks M, l = 0..K: ``-1/2 sum log(1 - lam/n)``,
-    lam the eigenvalues of ``diag(mask) V^T Pi_l V diag(mask)``, ``Pi_l`` the projection onto the
-    row space of the masked product ``B^M_l`` (canonical correlations of jointly Gaussian
-    ``(V^T Zbar, B^M_l Z_i)``)."""
+def _row_space_projection(b, tol=1e-9):
+    """Orthogonal projection ``(d, d)`` onto the row space of ``b (d, d)``: Gram-Schmidt over the
+    rows (twice, for stability), a row kept when its residual exceeds ``tol`` times the largest
+    row norm. Plain XLA ops (no LAPACK: see `jaxbench.info.cholesky_loop` for why)."""
+    d = b.shape[-1]
+    scale = jnp.maximum(jnp.max(jnp.linalg.norm(b, axis=1)), 1e-300)
+    q = jnp.zeros((d, d))
+    for i in range(b.shape[0]):
+        v = b[i]
+        for _ in range(2):
+            v = v - q.T @ (q @ v)
+        nv = jnp.linalg.norm(v)
+        keep = nv > tol * scale
+        q = q.at[i].set(jnp.where(keep, v / jnp.where(keep, nv, 1.0), 0.0))
+    return q.T @ q
+
+
+def _mask_mi(s, p, W, V, mask, key, n, R):
+    """``I(w; B^M_l Z_i)`` for R draws of the masks M, l = 0..K. Returns ``(R, K+1)``. With ``Pi_l``
+    the projection onto the row space of the masked product ``B^M_l`` and
+    ``Q = diag(mask) V^T Pi_l V diag(mask)`` (its eigenvalues are the squared canonical
+    correlations of ``(sqrt(n) V^T Zbar, B^M_l Z_i)``), ``I = -1/2 log det(I - Q / n)``."""
     q, d = p["strength"], s.d
-    out, B = [], jnp.eye(d)
-    for k in range(len(W) + 1):
-        _, sv, vt = jnp.linalg.svd(B)
-        keep = (sv > 1e-9 * jnp.maximum(sv[0], 1e-300)).astype(B.dtype)
-        Pi = vt.T @ (keep[:, None] * vt)
-        M = mask[:, None] * (V.T @ Pi @ V) * mask[None, :]
-        lam = jnp.clip(jnp.linalg.eigvalsh(0.5 * (M + M.T)), 0.0, 1.0)
-        out.append(-0.5 * jnp.sum(jnp.log1p(-lam / n)))
-        if k < len(W):
-            kk = jax.random.fold_in(key, k)
-            if s.mech == "dropout":
-                B = (jax.random.bernoulli(kk, 1 - q, (d,))[:, None] * W[k]) @ B
-            else:
-                B = (jax.random.bernoulli(kk, 1 - q, W[k].shape) * W[k]) @ B
-    return jnp.stack(out)
+    masks = []
+    for k, w in enumerate(W):
+        kk = jax.random.fold_in(key, k)
+        if s.mech == "dropout":
+            masks.append(jax.random.bernoulli(kk, 1 - q, (R, d))[:, :, None] * w)
+        else:
+            masks.append(jax.random.bernoulli(kk, 1 - q, (R, d, d)) * w)
+
+    def one(ws):
+        out, B = [], jnp.eye(d)
+        for k in range(len(W) + 1):
+            Q = mask[:, None] * (V.T @ _row_space_projection(B) @ V) * mask[None, :]
+            low = info.cholesky_loop(jnp.eye(d) - 0.5 * (Q + Q.T) / n)
+            out.append(-jnp.sum(jnp.log(jnp.diagonal(low))))
+            if k < len(W):
+                B = ws[k] @ B
+        return jnp.stack(out)
+
+    return jax.vmap(one)(masks)
 
 
 def run_one(s, p, key):
@@ -199,11 +223,10 @@ def run_one(s, p, key):
             train01 = jnp.mean(jax.scipy.stats.norm.cdf(-margin / noise_sd[:, None]), 1)
         test01 = jax.scipy.stats.norm.cdf(-(w @ mK) / jnp.sqrt(signal_sd**2 + noise_sd**2))
     else:
-        keys = jax.random.split(k_mech, R)
-        tk = jax.vmap(lambda z, k: _mechanism(s, p, W, z, k))(Z, keys)
+        tk = _mechanism(s, p, W, Z, k_mech)
         train01 = jnp.mean(jnp.einsum("rnd,rd->rn", tk, w) <= 0, 1)
         zt = mu + sig * jax.random.normal(k_test, (R, s.n_test, d))
-        tt = jax.vmap(lambda z, k: _mechanism(s, p, W, z, k))(zt, jax.random.split(jax.random.fold_in(k_test, 1), R))
+        tt = _mechanism(s, p, W, zt, jax.random.fold_in(k_test, 1))
         test01 = jnp.mean(jnp.einsum("rnd,rd->rn", tt, w) <= 0, 1)
     gap01 = test01 - train01
 
@@ -231,7 +254,7 @@ def run_one(s, p, key):
         per_w = jax.vmap(cond_kl)(C, S, B)  # (K+1, R)
         kl_mc, kl_mc_se = jnp.mean(per_w, 1), jnp.std(per_w, 1, ddof=1) / math.sqrt(R)
     else:
-        mm = jax.vmap(lambda k: _mask_mi(s, p, W, V, mask, k, n))(jax.random.split(jax.random.fold_in(k_mech, 7), R))
+        mm = _mask_mi(s, p, W, V, mask, jax.random.fold_in(k_mech, 7), n, R)
         kl_mask, kl_mask_se = jnp.mean(mm, 0), sem(mm)
 
     # ---- SDPI coefficients per layer

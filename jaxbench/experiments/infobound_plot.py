@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from jaxbench import plot as plotlib
 from jaxbench import store
@@ -120,6 +120,8 @@ def _funnel(res, results_dir):
             plotlib.band(ax, [k[0] for k in keys], mean, sem, color=f"C{c}", label=f"s = {s:g}")
         d_all = np.unique(np.asarray(t["depth"])[m])
         ax.plot(d_all, d_all - 1, ":", color="0.4", label="last hidden layer L-1")
+        ax.set_xticks(d_all, [str(v) for v in d_all])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("depth L")
         ax.set_ylabel("funnel layer (argmin over l < L)")
         ax.set_title(f"{model} networks: funnel vs depth")
@@ -133,6 +135,7 @@ def _funnel(res, results_dir):
             plotlib.band(ax, [k[0] for k in keys], mean, sem, color=f"C{c}", label=f"L = {L}")
         _log(ax, "x")
         ax.set_xticks(noises, [f"{v:g}" for v in noises])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("injected noise s")
         ax.set_ylabel("funnel layer")
         ax.set_title("linear networks: funnel vs noise")
@@ -141,22 +144,36 @@ def _funnel(res, results_dir):
 
 
 def _bounds_vs_gap(res, results_dir):
+    """One panel per bound; colour encodes the injected noise s, the marker the depth L."""
     t = res.table
     m = _rows(t, model="linear")
-    fig, ax = plotlib.figure(1, 1, width=3.6, height=3.0)
-    gap = np.asarray(t["gap"], float)[m]
-    for key, label, c in (("kl_bound_min", "min_l KL bound", "C0"), ("w1_bound_min", "min_{l<L} W1 bound", "C1"),
-                          ("w1_bound_out", "W1 bound at output", "C2")):
-        sc = ax.scatter(gap, np.asarray(t[key], float)[m], s=10, color=c, alpha=0.7, label=label)
-        del sc
-    lo, hi = np.nanmin(gap[gap > 0]) if (gap > 0).any() else 1e-3, np.nanmax(np.asarray(t["kl_bound_min"], float)[m])
-    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="bound = gap")
-    _log(ax, "x")
-    _log(ax)
-    ax.set_xlabel("Monte Carlo expected gap")
-    ax.set_ylabel("bound")
-    ax.set_title("linear nets: every variant")
-    ax.legend(fontsize=6.5)
+    fig, axes = plotlib.figure(1, 3, width=3.0, height=2.9, sharex=True, sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    gap = np.asarray(t["gap"], float)
+    noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
+    depths = sorted(set(np.asarray(t["depth"])[m].tolist()))
+    marks = "os^Dv<>p"
+    lo = np.nanmin(gap[m][gap[m] > 0]) if (gap[m] > 0).any() else 1e-3
+    hi = np.nanmax(np.asarray(t["kl_bound_min"], float)[m])
+    for ax, (key, label) in zip(axes, (("kl_bound_min", "min over layers of the KL bound"),
+                                       ("w1_bound_min", "min over internal layers of the W1 bound"),
+                                       ("w1_bound_out", "W1 bound at the output margin"))):
+        for c, sv in enumerate(noises):
+            for j, L in enumerate(depths):
+                k = _rows(t, model="linear", noise=sv, depth=L)
+                ax.scatter(gap[k], np.asarray(t[key], float)[k], s=16, color=f"C{c}", marker=marks[j % len(marks)],
+                           alpha=0.8, label=f"s = {sv:g}" if j == 0 else None)
+        ax.plot([lo, hi], [lo, hi], "k:", lw=1)
+        _log(ax, "x")
+        _log(ax)
+        ax.set_xlabel("Monte Carlo expected gap")
+        ax.set_title(label, fontsize=8)
+    axes[0].set_ylabel("bound (dotted: bound = gap)")
+    h1 = [axes[0].scatter([], [], color="0.3", marker=marks[j % len(marks)], s=16, label=f"L = {L}")
+          for j, L in enumerate(depths)]
+    leg = axes[0].legend(fontsize=6, loc="upper left")
+    axes[0].add_artist(leg)
+    axes[1].legend(handles=h1, fontsize=6, loc="upper left", title="marker: depth", title_fontsize=6)
     return plotlib.save(fig, results_dir, "bounds_vs_gap", res.meta)
 
 
@@ -168,10 +185,10 @@ def _relu(res, results_dir):
     fig, axes = plotlib.figure(4, len(depths), width=2.9, height=2.1, sharex="col")
     axes = np.asarray(axes).reshape(4, len(depths))
     for j, L in enumerate(depths):
-        x = np.arange(L + 1)
         for c, s in enumerate(noises):
             m = _rows(t, model="relu", depth=L, noise=s)
-            kw = {"color": f"C{c}", "label": f"s = {s:g}"}
+            kw = {"color": f"C{c}", "label": f"s = {s:g}", "marker": "os^D"[c % 4]}
+            x = np.arange(L + 1) + 0.08 * (c - (len(noises) - 1) / 2)  # offsets keep every series visible
             mean, se = _layer_stats(a, "w1_term", m, L)
             plotlib.band(axes[0, j], x, mean, se, **kw)
             axes[0, j].plot(x, _layer_stats(a, "w1_null", m, L)[0], ls="--", color=f"C{c}", lw=1)
