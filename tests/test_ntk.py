@@ -365,7 +365,7 @@ def test_bad_input_gets_a_clear_error():
 
 def test_ntk_convergence_smoke_preset_end_to_end(smoke_run):
     from jaxbench import store
-    from jaxbench.experiments import ntk_convergence
+    from jaxbench.experiments.ntk import convergence as ntk_convergence
 
     out = smoke_run("ntk_convergence")
     res = store.load(out)
@@ -379,7 +379,7 @@ def test_ntk_convergence_smoke_preset_end_to_end(smoke_run):
 
 
 def test_ntk_convergence_params_reject_bad_values():
-    from jaxbench.experiments import ntk_convergence
+    from jaxbench.experiments.ntk import convergence as ntk_convergence
 
     with pytest.raises(ValueError, match="depth = 1: must be >= 2"):
         ntk_convergence.PARAMS["depth"].validate("depth", 1)

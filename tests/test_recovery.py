@@ -1,4 +1,4 @@
-"""Experiment 2 (jaxbench.experiments.recovery*): geometry of Q*, distance to Q*, descents, sweeps."""
+"""Experiment 2 (jaxbench.experiments.recovery): geometry of Q*, distance to Q*, descents, sweeps."""
 
 import dataclasses
 import functools
@@ -12,9 +12,9 @@ import pytest
 from jax.extend import core as jcore
 
 from jaxbench import compat
-from jaxbench.experiments import recovery as R
-from jaxbench.experiments import recovery_dynamics as D
-from jaxbench.experiments import recovery_geometry as G
+from jaxbench.experiments.recovery import local_recovery as R
+from jaxbench.experiments.recovery import dynamics as D
+from jaxbench.experiments.recovery import geometry as G
 
 ROOT = Path(__file__).resolve().parents[1]
 _STATIC_NAMES = [k for k, p in R.PARAMS.items() if p.kind == "static"]

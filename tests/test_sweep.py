@@ -240,6 +240,9 @@ def test_cli_reuses_compiled_programs_from_its_cache(tmp_path):
     """`jaxbench sweep` fills XLA's persistent cache; a --fresh re-run loads from it, same table."""
     f = write_sweep(tmp_path / "s.toml", TINY)
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # the CLI's own default
+    # every program is cached whatever its compile time (the suite's 0.2 s floor made this flaky
+    # under load: a program compiled in 0.15 s, then in 0.25 s, entered the cache on the re-run)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     cache = tmp_path / "xla"
 
     def cli_run(out, *extra, cache_dir=str(cache)):

@@ -46,8 +46,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-# experiment NAME -> module under jaxbench.experiments, or "module.attr" for an object in a module
-# that hosts several experiments (it has the same NAME / PARAMS / run_one / plot attributes)
+# experiment NAME -> its module under jaxbench.experiments (one subpackage per paper)
 REGISTRY = {
     "example": "example",
     "lambda_validation": "lambda_validation",
@@ -57,8 +56,8 @@ REGISTRY = {
     "benign_regression": "benign.regression",
     "benign_mnist": "benign.mnist",
     "arch_bounds": "archbound",
-    "local_recovery": "recovery",
-    "ntk_convergence": "ntk_convergence",
+    "local_recovery": "recovery.local_recovery",
+    "ntk_convergence": "ntk.convergence",
     "info_bounds": "infobound",
     "info_linear": "infobound_linear",
     "info_gibbs": "infobound_gibbs",
@@ -135,9 +134,7 @@ def get(name: str, base=None) -> ModuleType:
     the sweep file's folder, unless absolute). A user's module follows the same contract.
     """
     if name in REGISTRY:
-        module, _, attr = REGISTRY[name].partition(".")
-        mod = importlib.import_module(f"jaxbench.experiments.{module}")
-        return getattr(mod, attr) if attr else mod
+        return importlib.import_module(f"jaxbench.experiments.{REGISTRY[name]}")
     if name.endswith(".py"):
         mod = _from_file(Path(base or ".") / name)
     else:

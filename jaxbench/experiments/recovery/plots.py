@@ -7,8 +7,8 @@ One results directory is one of three sweeps; `plot` draws the figures its rows 
   ``geometry`` (ranks and dimensions vs n), ``rates`` (exponential vs power law per regime),
   ``flow_vs_lm`` (the two descents from the same starts);
 * Levenberg-Marquardt from perturbed points of Q* (``local_recovery_separation``):
-  ``separation`` and ``endpoints`` (`recovery_plot_minima`);
-* random initialisation (``local_recovery_random``): ``random_init`` (`recovery_plot_minima`).
+  ``separation`` and ``endpoints`` (`plots_minima`);
+* random initialisation (``local_recovery_random``): ``random_init`` (`plots_minima`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def plot(results_dir):
     res = store.load(results_dir)
     t = dict(res.table)
     ok = ~np.asarray(t["diverged"], bool)
-    from jaxbench.experiments import recovery_plot_minima as minima
+    from jaxbench.experiments.recovery import plots_minima as minima
 
     if np.all(t["init"][ok] == "random"):
         return minima.random_figures(t, ok, res.meta, results_dir)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbench.experiments import recovery_geometry as G
+from jaxbench.experiments.recovery import geometry as G
 
 
 def rel_loss_fn(x, y, row_mask, scale, d):

@@ -1,12 +1,12 @@
 """Figures of experiment 2 about the zero-loss points reached: separation from Q* (perturbed
-starts) and random initialisation. Called by `recovery_plot.plot`; read from files only."""
+starts) and random initialisation. Called by `plots.plot`; read from files only."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from jaxbench import plot as plotlib
-from jaxbench.experiments.recovery_plot import REL, branch_marks, fraction_by_n, mark_thresholds, median_by_n, n_axis, one
+from jaxbench.experiments.recovery.plots import REL, branch_marks, fraction_by_n, mark_thresholds, median_by_n, n_axis, one
 
 EPS_COLORS = ("tab:blue", "tab:cyan", "tab:green", "tab:orange", "tab:red", "tab:brown")
 

@@ -8,7 +8,7 @@ gradient flow near them converges at a characterized rate: the target is locally
 Setting (our reconstruction; the paper's constants are not used): teacher
 ``f* = sum_{j<k} a*_j tanh(w*_j . x)``, student ``f = sum_{i<m} a_i tanh(w_i . x)``, no biases,
 x ~ N(0, I_d), noise-free labels, float64. ``theta_Q``: a split point of the zero-generalization
-set Q* (`recovery_geometry.split_point`: teacher copies and zero-output neurons, the branch set
+set Q* (`geometry.split_point`: teacher copies and zero-output neurons, the branch set
 by ``split``). Per variant:
 
 * geometry at theta_Q: ``threshold`` = rank of the Jacobian on n_rank fresh inputs (the model
@@ -18,16 +18,16 @@ by ``split``). Per variant:
 * a start: ``init = "local"``: theta_Q moved by ``epsilon ||theta_Q|| xi / ||xi||`` (xi ~ N(0, I)
   on the active neurons); ``"random"``: w ~ N(0, I/d), a ~ N(0, 1/m);
 * a descent (``method``): gradient flow as an ODE (``gf``), gradient descent (``gd``) or
-  Levenberg-Marquardt (``lm``), `recovery_dynamics`;
+  Levenberg-Marquardt (``lm``), `dynamics`;
 * outcomes: relative train loss, test error ``test = E (f - f*)^2 / Var f*`` at the end and its
   ratio to the start (``recovered_rel``: ratio <= rec_rel; ``recovered_abs``: test <= rec_abs),
   ``converged`` (train loss <= loss_tol: a global minimum reached), ``generalizes`` /
   ``overfits`` (converged and recovered_rel / not), ``in_q`` / ``other_min`` (converged with
   test <= q_tol / not: the end point is in Q* / another global minimum), the distance of start
-  and end to Q* modulo permutations and sign flips (`recovery_geometry.dist_q`), the rank of
+  and end to Q* modulo permutations and sign flips (`geometry.dist_q`), the rank of
   J_n at the end point, rate fits of the loss curve and the exponential rate predicted at the
   end point, ``2 mu_min`` (mu_min: smallest nonzero eigenvalue of J_n J_n^T / n); ``codim``
-  (P - tangent_dim) and ``sep_count`` (`recovery_geometry.separation_count`).
+  (P - tangent_dim) and ``sep_count`` (`geometry.separation_count`).
 
 Shapes: n and m are traced. Data are drawn for n_max points and rows >= n are masked (samples of
 different n are nested); the student has m_max neurons, those >= m at a = w = 0 (tanh(0) = 0
@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbench.experiments import in_range, one_of, positive, traced
-from jaxbench.experiments import recovery_dynamics as D
-from jaxbench.experiments import recovery_geometry as G
+from jaxbench.experiments.recovery import dynamics as D
+from jaxbench.experiments.recovery import geometry as G
 
 NAME = "local_recovery"
 X64 = True
@@ -226,12 +226,12 @@ def run_one(static, tr, key):
 
 
 def plot(results_dir):
-    from jaxbench.experiments import recovery_plot  # matplotlib only when plotting
+    from jaxbench.experiments.recovery import plots  # matplotlib only when plotting
 
-    return recovery_plot.plot(results_dir)
+    return plots.plot(results_dir)
 
 
 def claims(results_dir) -> list:
-    from jaxbench.experiments import recovery_claims
+    from jaxbench.experiments.recovery import claims
 
-    return recovery_claims.claims(results_dir)
+    return claims.claims(results_dir)
