@@ -161,7 +161,8 @@ def construction_spec(d: int, widths: tuple[int, ...], k: int) -> mlp.MLPSpec:
 
 
 def zero_loss_params(spec: mlp.MLPSpec, x: jax.Array, y: jax.Array, radius=None,
-                     mask: jax.Array | None = None, check: bool = True) -> mlp.Params:
+                     mask: jax.Array | None = None, check: bool = True,
+                     interp: jax.Array | None = None) -> mlp.Params:
     """Explicit zero-loss parameters (module docstring) in `jaxbench.mlp`'s format.
 
     Args:
@@ -174,6 +175,7 @@ def zero_loss_params(spec: mlp.MLPSpec, x: jax.Array, y: jax.Array, radius=None,
         share one compiled shape); the others are ignored.
       check: raise ValueError for rank-deficient x (value check only when x is concrete).
         Under jit no error can be raised: callers test `full_rank` themselves.
+      interp: ``X^+ Y (d, k)`` when the caller has it already (saves an SVD); else computed.
     Returns:
       params with ``mlp.apply(spec, params, x) == x @ interpolant(x, y)`` on the ball.
     """
@@ -190,7 +192,7 @@ def zero_loss_params(spec: mlp.MLPSpec, x: jax.Array, y: jax.Array, radius=None,
     if check:
         check_rank(x if mask is None or isinstance(mask, jax.core.Tracer)
                    else x[np.asarray(mask, bool)])
-    m = interpolant(x, y, mask)
+    m = interpolant(x, y, mask) if interp is None else interp
     if not spec.widths:
         return [{"w": m, "b": jnp.zeros((k,), m.dtype)}]
     if radius is None:
@@ -210,6 +212,17 @@ def zero_loss_params(spec: mlp.MLPSpec, x: jax.Array, y: jax.Array, radius=None,
         params.append({"w": embed(eye, a, b), "b": jnp.zeros((b,), m.dtype)})
     params.append({"w": embed(eye, widths[-1], k), "b": -shift})
     return params
+
+
+def bias_term(op_norms: jax.Array, bias_norms: jax.Array) -> jax.Array:
+    """``sum_l |b_l| prod_{m > l} |W_m|_op``, the biases' share of the a priori bound (a scalar).
+
+    For a ReLU net (``|relu(z)| <= |z|``), ``|x_l| <= |W_l|_op |x_{l-1}| + |b_l|`` layer by layer,
+    so ``|f(x)| <= prod_l |W_l|_op |x| + bias_term``. Both arguments ``(L + 1,)``, input layer first.
+    """
+    after_l = jnp.cumprod(op_norms[::-1])[::-1]  # after_l[l] = prod_{m >= l} |W_m|
+    tail = jnp.concatenate([after_l[1:], jnp.ones((1,), after_l.dtype)])  # prod_{m > l}
+    return jnp.sum(bias_norms * tail)
 
 
 def geometry_bound(lip, x_train: jax.Array, f_train: jax.Array, x_test: jax.Array,

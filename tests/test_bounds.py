@@ -241,3 +241,23 @@ def test_bad_specs_get_a_clear_error():
         bounds.zero_loss_params(mlp.MLPSpec(5, (4,), 2), x, y)
     with pytest.raises(ValueError, match="spec maps 6 -> 2"):
         bounds.zero_loss_params(bounds.construction_spec(6, (4,), 2), x, y)
+
+
+def test_bias_term_closed_form_and_the_a_priori_bound():
+    ops, bns = jnp.array([2.0, 3.0, 0.5]), jnp.array([1.0, 4.0, 7.0])
+    # |b1| |W2| |W3| + |b2| |W3| + |b3|
+    np.testing.assert_allclose(bounds.bias_term(ops, bns), 1.0 * 3.0 * 0.5 + 4.0 * 0.5 + 7.0, rtol=1e-15)
+    for seed, par in enumerate(["ntk", "standard"]):
+        spec = mlp.MLPSpec(5, (8, 6, 7), 3, parametrization=par, b_std=0.7)
+        p = mlp.init(spec, jax.random.PRNGKey(seed))
+        x = 3 * jax.random.normal(jax.random.PRNGKey(10 + seed), (200, 5))
+        beta = bounds.bias_term(bounds.layer_op_norms(spec, p), bounds.bias_norms(spec, p))
+        apriori = bounds.lipschitz_upper(spec, p) * jnp.linalg.norm(x, axis=1) + beta
+        assert np.all(np.linalg.norm(mlp.apply(spec, p, x), axis=1) <= apriori)
+    # the construction: beta = 2 |s| = 2 R |M|_F for every depth (first-layer shift, removed at the output)
+    x, y, _ = _data(3, 4, 9, 2)
+    for widths in [(2,), (5, 4, 2), (8,) * 6]:
+        spec = bounds.construction_spec(9, widths, 2)
+        p = bounds.zero_loss_params(spec, x, y, radius=2.5)
+        beta = bounds.bias_term(bounds.layer_op_norms(spec, p), bounds.bias_norms(spec, p))
+        np.testing.assert_allclose(beta, 2 * 2.5 * np.linalg.norm(bounds.interpolant(x, y)), rtol=1e-12)

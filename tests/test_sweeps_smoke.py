@@ -12,7 +12,7 @@ SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.toml"))
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_smoke_preset_end_to_end(path, smoke_run, capsys):
-    if path.stem == "benign_mnist":  # real data: `make install` provides it
+    if path.stem in ("benign_mnist", "arch_bounds_mnist"):  # real data: `make install` provides it
         from jaxbench import datasets
         try:
             datasets.mnist_files("train")

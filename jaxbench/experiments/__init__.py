@@ -56,6 +56,7 @@ REGISTRY = {
     "benign_regression": "benign.regression",
     "benign_mnist": "benign.mnist",
     "arch_bounds": "archbound",
+    "arch_bounds_mnist": "archbound_mnist",
     "local_recovery": "recovery.local_recovery",
     "ntk_convergence": "ntk.convergence",
     "info_bounds": "infobound",
