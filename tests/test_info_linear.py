@@ -119,11 +119,15 @@ def test_drop_mechanisms_certified_coefficients_and_ordering(mech):
     assert km[0] == pytest.approx(out["kl0"], rel=1e-12)
 
 
-@pytest.mark.parametrize("line,why", [('mech = "dropout"\nstrength = 1.0', "strength"), ("rank = 9.0", "rank"),
-                                      ('mech = "gauss"\nstrength = 0.0', "strength")])
-def test_bad_input_is_one_clear_line(tmp_path, line, why):
+@pytest.mark.parametrize("bad,why", [({"mech": '"dropout"', "strength": "1.0"}, "strength"), ({"rank": "9.0"}, "rank"),
+                                     ({"mech": '"gauss"', "strength": "0.0"}, "strength")])
+def test_bad_input_is_one_clear_line(tmp_path, bad, why):
+    # one complete [zip] row (every zipped key, as the default preset zips them) with the bad value in it
+    row = {"arch": '"rank"', "mech": '"none"', "depth": "3", "rank": "2.0", "beta": "1.0", "strength": "0.5", "rho": "1.0"}
+    row.update(bad)
+    zipped = "".join(f"{k} = [{v}]\n" for k, v in row.items())
     f = tmp_path / "bad.toml"
-    text = SWEEP.read_text().replace("[presets.smoke]\n", f"[presets.bad]\n[presets.bad.fixed]\n{line}\n[presets.bad.zip]\narch = [\"rank\"]\n[presets.smoke]\n", 1)
+    text = SWEEP.read_text().replace("[presets.smoke]\n", f"[presets.bad]\n[presets.bad.zip]\n{zipped}[presets.smoke]\n", 1)
     f.write_text(text)
     with pytest.raises(sweep.SweepError, match=why):
         sweep.load(f, "bad")
