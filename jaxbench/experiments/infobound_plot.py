@@ -196,6 +196,9 @@ def _relu(res, results_dir):
             plotlib.band(axes[1, j], x, mean, se, **kw)
             mean, se = _layer_stats(a, "w1_bound", m, L)
             plotlib.band(axes[2, j], x, mean, se, **kw)
+            if "w1_bound_debiased" in a:
+                deb = _layer_stats(a, "w1_bound_debiased", m, L)[0]
+                axes[2, j].plot(x, np.where(deb > 0, deb, np.nan), ls="--", color=f"C{c}", lw=1)
             axes[2, j].axhline(_gap(t, m)[0], color=f"C{c}", lw=0.8, ls=":")
             kl, kse = _layer_stats(a, "kl_term", m, L)
             plotlib.band(axes[3, j], x, kl - _layer_stats(a, "kl_null", m, L)[0], kse, **kw)
@@ -207,7 +210,7 @@ def _relu(res, results_dir):
         _layer_ticks(axes[3, j], L)
     axes[0, 0].set_ylabel("W1(train, test), exact OT\n(dashed: test vs test)", fontsize=7)
     axes[1, 0].set_ylabel("W1 excess over\ntest-vs-test baseline", fontsize=7)
-    axes[2, 0].set_ylabel("Lip x W1 (plug-in)\n(dotted: MC gap)", fontsize=7)
+    axes[2, 0].set_ylabel("Lip x W1 (plug-in; dashed: debiased)\n(dotted: MC gap)", fontsize=7)
     axes[3, 0].set_ylabel("Gaussian-fit KL excess\nover test-vs-test", fontsize=7)
     axes[0, 0].legend(fontsize=6)
     return plotlib.save(fig, results_dir, "relu_w1", res.meta)
