@@ -64,3 +64,13 @@ def test_info_gibbs_bound_at_least_the_exact_gap():
         b = np.asarray(t[key], float)
         assert np.all(b >= top), (key, np.flatnonzero(b < top))
     print(f"info_gibbs: min tanh bound / (gap + 2 s.e.) {np.min(np.asarray(t['bound_tv'], float) / top):.3f}")
+
+
+@pytest.mark.parametrize("name", ["info_bounds", "info_linear", "info_gibbs"])
+def test_claims_of_the_committed_results_run(name):
+    from jaxbench import experiments
+
+    _load(name)
+    checks = experiments.of_results(store.load_meta(RESULTS / name)).claims(RESULTS / name)
+    assert checks and all(c.verdict in ("reproduced", "partly", "not reproduced", "inconclusive") for c in checks)
+    assert all("nan" not in c.measured.lower() for c in checks), [c.measured for c in checks]

@@ -264,7 +264,9 @@ def claims(results_dir) -> list:
     if relu.any():
         n_relu = int(np.min(t["n"][relu]))
         ex, ex_se = a["w1_excess"][relu], a["w1_excess_se"][relu]
-        null, raw = a["w1_null"][relu], a["w1_term"][relu]
+        # per-layer arrays of ReLU-only keys are padded to the deepest ReLU net, shared keys to the deepest of all
+        w = ex.shape[1]
+        null, raw = a["w1_null"][relu], a["w1_term"][relu][:, :w]
         hidden = np.zeros_like(ex, bool)
         for i, L in enumerate(t["depth"][relu]):
             hidden[i, 1:L] = True  # hidden layers 1..L-1 (0 = input, L = output margin)
@@ -279,9 +281,9 @@ def claims(results_dir) -> list:
         if "w1_bound_debiased" in a:
             # plug-in Lip x W1 (and with W1's test-vs-test baseline removed) against the gap, every layer incl. the output
             L_all = np.asarray(t["depth"])[relu]
-            layers = np.arange(a["w1_bound"].shape[1])[None, :] <= L_all[:, None]
+            layers = np.arange(w)[None, :] <= L_all[:, None]
             g = np.asarray(t["gap"], float)[relu][:, None]
-            r_raw = np.where(layers, np.asarray(a["w1_bound"], float)[relu] / g, np.nan)
+            r_raw = np.where(layers, np.asarray(a["w1_bound"], float)[relu][:, :w] / g, np.nan)
             r_deb = np.where(layers, np.asarray(a["w1_bound_debiased"], float)[relu] / g, np.nan)
             out.append(report.check("ReLU networks: Lip x W1 (plug-in, not certified) is above the Monte Carlo gap at every layer",
                                     f"min over {int(relu.sum())} variants and all layers of Lip x W1 / gap: {np.nanmin(r_raw):.2f} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from jaxbench import plot as plotlib
@@ -35,7 +36,9 @@ def _log(ax, axis="y"):
     """Log scale with ticks at 1, 2, 5 x 10^k in plain numbers (no overlapping minor labels)."""
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     a = ax.yaxis if axis == "y" else ax.xaxis
-    a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    wide = lo > 0 and hi / lo > 10**2.5  # over ~3 decades 1-2-5 labels crowd: decades only
+    a.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.set_minor_formatter(NullFormatter())
 
@@ -115,9 +118,12 @@ def _funnel(res, results_dir):
     axes = np.atleast_1d(axes).ravel()
     for ax, model in zip([axes[0], axes[-1]] if len(models) == 2 else axes[:1], models):
         m = _rows(t, model=model)
-        for c, s in enumerate(sorted(set(np.asarray(t["noise"])[m].tolist()))):
+        noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
+        for c, s in enumerate(noises):
             keys, mean, sem, _ = plotlib.aggregate(t, ["depth"], "funnel", where=_rows(t, model=model, noise=s))
-            plotlib.band(ax, [k[0] for k in keys], mean, sem, color=f"C{c}", label=f"s = {s:g}")
+            off = 0.08 * (c - (len(noises) - 1) / 2)  # series that coincide stay visible side by side
+            plotlib.band(ax, [k[0] + off for k in keys], mean, sem, color=f"C{c}", label=f"s = {s:g}",
+                         marker="os^Dv"[c % 5], ms=4)
         d_all = np.unique(np.asarray(t["depth"])[m])
         ax.plot(d_all, d_all - 1, ":", color="0.4", label="last hidden layer L-1")
         ax.set_xticks(d_all, [str(v) for v in d_all])
@@ -130,9 +136,12 @@ def _funnel(res, results_dir):
         ax = axes[1]
         m = _rows(t, model="linear")
         noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
-        for c, L in enumerate(sorted(set(np.asarray(t["depth"])[m].tolist()))):
+        Ls = sorted(set(np.asarray(t["depth"])[m].tolist()))
+        for c, L in enumerate(Ls):
             keys, mean, sem, _ = plotlib.aggregate(t, ["noise"], "funnel", where=_rows(t, model="linear", depth=L))
-            plotlib.band(ax, [k[0] for k in keys], mean, sem, color=f"C{c}", label=f"L = {L}")
+            off = 10 ** (0.015 * (c - (len(Ls) - 1) / 2))
+            plotlib.band(ax, [k[0] * off for k in keys], mean, sem, color=f"C{c}", label=f"L = {L}",
+                         marker="os^Dv"[c % 5], ms=4)
         _log(ax, "x")
         ax.set_xticks(noises, [f"{v:g}" for v in noises])
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -169,11 +178,12 @@ def _bounds_vs_gap(res, results_dir):
         ax.set_xlabel("Monte Carlo expected gap")
         ax.set_title(label, fontsize=8)
     axes[0].set_ylabel("bound (dotted: bound = gap)")
-    h1 = [axes[0].scatter([], [], color="0.3", marker=marks[j % len(marks)], s=16, label=f"L = {L}")
+    # legends in the empty corner below the diagonal (no bound lies below the gap); the depth
+    # handles are free-standing artists, not empty scatters added to the first panel
+    h1 = [Line2D([], [], ls="", color="0.3", marker=marks[j % len(marks)], ms=4, label=f"L = {L}")
           for j, L in enumerate(depths)]
-    leg = axes[0].legend(fontsize=6, loc="upper left")
-    axes[0].add_artist(leg)
-    axes[1].legend(handles=h1, fontsize=6, loc="upper left", title="marker: depth", title_fontsize=6)
+    axes[0].legend(fontsize=6, loc="lower right", title="colour: noise", title_fontsize=6)
+    axes[1].legend(handles=h1, fontsize=6, loc="lower right", title="marker: depth", title_fontsize=6)
     return plotlib.save(fig, results_dir, "bounds_vs_gap", res.meta)
 
 
