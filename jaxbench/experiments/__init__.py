@@ -60,6 +60,8 @@ REGISTRY = {
     "local_recovery": "recovery.local_recovery",
     "ntk_convergence": "ntk.convergence",
     "info_bounds": "infobound",
+    "info_linear": "infobound_linear",
+    "info_gibbs": "infobound_gibbs",
 }
 
 _REQUIRED = object()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from jaxbench import plot as plotlib
 from jaxbench import store
@@ -35,7 +36,9 @@ def _log(ax, axis="y"):
     """Log scale with ticks at 1, 2, 5 x 10^k in plain numbers (no overlapping minor labels)."""
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
     a = ax.yaxis if axis == "y" else ax.xaxis
-    a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    wide = lo > 0 and hi / lo > 10**2.5  # over ~3 decades 1-2-5 labels crowd: decades only
+    a.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.set_minor_formatter(NullFormatter())
 
@@ -115,11 +118,16 @@ def _funnel(res, results_dir):
     axes = np.atleast_1d(axes).ravel()
     for ax, model in zip([axes[0], axes[-1]] if len(models) == 2 else axes[:1], models):
         m = _rows(t, model=model)
-        for c, s in enumerate(sorted(set(np.asarray(t["noise"])[m].tolist()))):
+        noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
+        for c, s in enumerate(noises):
             keys, mean, sem, _ = plotlib.aggregate(t, ["depth"], "funnel", where=_rows(t, model=model, noise=s))
-            plotlib.band(ax, [k[0] for k in keys], mean, sem, color=f"C{c}", label=f"s = {s:g}")
+            off = 0.08 * (c - (len(noises) - 1) / 2)  # series that coincide stay visible side by side
+            plotlib.band(ax, [k[0] + off for k in keys], mean, sem, color=f"C{c}", label=f"s = {s:g}",
+                         marker="os^Dv"[c % 5], ms=4)
         d_all = np.unique(np.asarray(t["depth"])[m])
         ax.plot(d_all, d_all - 1, ":", color="0.4", label="last hidden layer L-1")
+        ax.set_xticks(d_all, [str(v) for v in d_all])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("depth L")
         ax.set_ylabel("funnel layer (argmin over l < L)")
         ax.set_title(f"{model} networks: funnel vs depth")
@@ -128,11 +136,15 @@ def _funnel(res, results_dir):
         ax = axes[1]
         m = _rows(t, model="linear")
         noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
-        for c, L in enumerate(sorted(set(np.asarray(t["depth"])[m].tolist()))):
+        Ls = sorted(set(np.asarray(t["depth"])[m].tolist()))
+        for c, L in enumerate(Ls):
             keys, mean, sem, _ = plotlib.aggregate(t, ["noise"], "funnel", where=_rows(t, model="linear", depth=L))
-            plotlib.band(ax, [k[0] for k in keys], mean, sem, color=f"C{c}", label=f"L = {L}")
+            off = 10 ** (0.015 * (c - (len(Ls) - 1) / 2))
+            plotlib.band(ax, [k[0] * off for k in keys], mean, sem, color=f"C{c}", label=f"L = {L}",
+                         marker="os^Dv"[c % 5], ms=4)
         _log(ax, "x")
         ax.set_xticks(noises, [f"{v:g}" for v in noises])
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("injected noise s")
         ax.set_ylabel("funnel layer")
         ax.set_title("linear networks: funnel vs noise")
@@ -141,22 +153,37 @@ def _funnel(res, results_dir):
 
 
 def _bounds_vs_gap(res, results_dir):
+    """One panel per bound; colour encodes the injected noise s, the marker the depth L."""
     t = res.table
     m = _rows(t, model="linear")
-    fig, ax = plotlib.figure(1, 1, width=3.6, height=3.0)
-    gap = np.asarray(t["gap"], float)[m]
-    for key, label, c in (("kl_bound_min", "min_l KL bound", "C0"), ("w1_bound_min", "min_{l<L} W1 bound", "C1"),
-                          ("w1_bound_out", "W1 bound at output", "C2")):
-        sc = ax.scatter(gap, np.asarray(t[key], float)[m], s=10, color=c, alpha=0.7, label=label)
-        del sc
-    lo, hi = np.nanmin(gap[gap > 0]) if (gap > 0).any() else 1e-3, np.nanmax(np.asarray(t["kl_bound_min"], float)[m])
-    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="bound = gap")
-    _log(ax, "x")
-    _log(ax)
-    ax.set_xlabel("Monte Carlo expected gap")
-    ax.set_ylabel("bound")
-    ax.set_title("linear nets: every variant")
-    ax.legend(fontsize=6.5)
+    fig, axes = plotlib.figure(1, 3, width=3.0, height=2.9, sharex=True, sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    gap = np.asarray(t["gap"], float)
+    noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
+    depths = sorted(set(np.asarray(t["depth"])[m].tolist()))
+    marks = "os^Dv<>p"
+    lo = np.nanmin(gap[m][gap[m] > 0]) if (gap[m] > 0).any() else 1e-3
+    hi = np.nanmax(np.asarray(t["kl_bound_min"], float)[m])
+    for ax, (key, label) in zip(axes, (("kl_bound_min", "min over layers of the KL bound"),
+                                       ("w1_bound_min", "min over internal layers of the W1 bound"),
+                                       ("w1_bound_out", "W1 bound at the output margin"))):
+        for c, sv in enumerate(noises):
+            for j, L in enumerate(depths):
+                k = _rows(t, model="linear", noise=sv, depth=L)
+                ax.scatter(gap[k], np.asarray(t[key], float)[k], s=16, color=f"C{c}", marker=marks[j % len(marks)],
+                           alpha=0.8, label=f"s = {sv:g}" if j == 0 else None)
+        ax.plot([lo, hi], [lo, hi], "k:", lw=1)
+        _log(ax, "x")
+        _log(ax)
+        ax.set_xlabel("Monte Carlo expected gap")
+        ax.set_title(label, fontsize=8)
+    axes[0].set_ylabel("bound (dotted: bound = gap)")
+    # legends in the empty corner below the diagonal (no bound lies below the gap); the depth
+    # handles are free-standing artists, not empty scatters added to the first panel
+    h1 = [Line2D([], [], ls="", color="0.3", marker=marks[j % len(marks)], ms=4, label=f"L = {L}")
+          for j, L in enumerate(depths)]
+    axes[0].legend(fontsize=6, loc="lower right", title="colour: noise", title_fontsize=6)
+    axes[1].legend(handles=h1, fontsize=6, loc="lower right", title="marker: depth", title_fontsize=6)
     return plotlib.save(fig, results_dir, "bounds_vs_gap", res.meta)
 
 
@@ -168,10 +195,10 @@ def _relu(res, results_dir):
     fig, axes = plotlib.figure(4, len(depths), width=2.9, height=2.1, sharex="col")
     axes = np.asarray(axes).reshape(4, len(depths))
     for j, L in enumerate(depths):
-        x = np.arange(L + 1)
         for c, s in enumerate(noises):
             m = _rows(t, model="relu", depth=L, noise=s)
-            kw = {"color": f"C{c}", "label": f"s = {s:g}"}
+            kw = {"color": f"C{c}", "label": f"s = {s:g}", "marker": "os^D"[c % 4]}
+            x = np.arange(L + 1) + 0.08 * (c - (len(noises) - 1) / 2)  # offsets keep every series visible
             mean, se = _layer_stats(a, "w1_term", m, L)
             plotlib.band(axes[0, j], x, mean, se, **kw)
             axes[0, j].plot(x, _layer_stats(a, "w1_null", m, L)[0], ls="--", color=f"C{c}", lw=1)
@@ -179,6 +206,9 @@ def _relu(res, results_dir):
             plotlib.band(axes[1, j], x, mean, se, **kw)
             mean, se = _layer_stats(a, "w1_bound", m, L)
             plotlib.band(axes[2, j], x, mean, se, **kw)
+            if "w1_bound_debiased" in a:
+                deb = _layer_stats(a, "w1_bound_debiased", m, L)[0]
+                axes[2, j].plot(x, np.where(deb > 0, deb, np.nan), ls="--", color=f"C{c}", lw=1)
             axes[2, j].axhline(_gap(t, m)[0], color=f"C{c}", lw=0.8, ls=":")
             kl, kse = _layer_stats(a, "kl_term", m, L)
             plotlib.band(axes[3, j], x, kl - _layer_stats(a, "kl_null", m, L)[0], kse, **kw)
@@ -190,7 +220,7 @@ def _relu(res, results_dir):
         _layer_ticks(axes[3, j], L)
     axes[0, 0].set_ylabel("W1(train, test), exact OT\n(dashed: test vs test)", fontsize=7)
     axes[1, 0].set_ylabel("W1 excess over\ntest-vs-test baseline", fontsize=7)
-    axes[2, 0].set_ylabel("Lip x W1 (plug-in)\n(dotted: MC gap)", fontsize=7)
+    axes[2, 0].set_ylabel("Lip x W1 (plug-in; dashed: debiased)\n(dotted: MC gap)", fontsize=7)
     axes[3, 0].set_ylabel("Gaussian-fit KL excess\nover test-vs-test", fontsize=7)
     axes[0, 0].legend(fontsize=6)
     return plotlib.save(fig, results_dir, "relu_w1", res.meta)
