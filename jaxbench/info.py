@@ -1,6 +1,6 @@
 """Divergence and transport measures between train and test representation distributions.
 
-Used by `jaxbench.experiments.infobound` (He & Goldfeld, arXiv 2404.03176): the KL divergence
+Used by `jaxbench.experiments.infobound.layers` (He & Goldfeld, arXiv 2404.03176): the KL divergence
 and the 1-Wasserstein distance between the law of a layer's representation of a training point
 and that of a fresh test point.
 
@@ -71,7 +71,7 @@ def cholesky_loop(c: jax.Array) -> jax.Array:
     Why it exists: with jaxlib 0.10 on CPU, a program holding LAPACK potrf/trsm/getrf custom
     calls ran its long ``while`` loops (the Hungarian algorithm's O(n^2) tiny iterations) ~100x
     slower on a loaded machine (measured; the loop bodies compiled identically). Programs that
-    need both (`jaxbench.experiments.infobound_relu`) use this. One column per iteration (masked,
+    need both (`jaxbench.experiments.infobound.relu`) use this. One column per iteration (masked,
     fixed shapes, so the body compiles once); O(k^3) work.
     """
     k = c.shape[-1]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxbench import store, sweep
-from jaxbench.experiments import infobound_gibbs as gibbs
+from jaxbench.experiments.infobound import gibbs
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "info_gibbs.toml"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxbench import store, sweep
-from jaxbench.experiments import infobound_linear as lin
+from jaxbench.experiments.infobound import linear as lin
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "info_linear.toml"
 

@@ -13,7 +13,7 @@ import pytest
 import scipy.optimize
 
 from jaxbench import info, store, sweep
-from jaxbench.experiments import infobound, infobound_relu
+from jaxbench.experiments.infobound import layers as infobound, relu as infobound_relu
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "info_bounds.toml"
 

@@ -59,9 +59,9 @@ REGISTRY = {
     "arch_bounds_mnist": "archbound.mnist",
     "local_recovery": "recovery.local_recovery",
     "ntk_convergence": "ntk.convergence",
-    "info_bounds": "infobound",
-    "info_linear": "infobound_linear",
-    "info_gibbs": "infobound_gibbs",
+    "info_bounds": "infobound.layers",
+    "info_linear": "infobound.linear",
+    "info_gibbs": "infobound.gibbs",
 }
 
 _REQUIRED = object()

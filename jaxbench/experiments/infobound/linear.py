@@ -318,4 +318,4 @@ def variant_bytes(s) -> int:
     return 8 * s.reps * (per_set + 4 * s.depth * s.d * s.d)
 
 
-from jaxbench.experiments.infobound_linear_report import claims, plot  # noqa: E402,F401
+from jaxbench.experiments.infobound.plots_linear import claims, plot  # noqa: E402,F401

@@ -167,4 +167,4 @@ def variant_bytes(s) -> int:
 
 
 
-from jaxbench.experiments.infobound_gibbs_report import claims, plot  # noqa: E402,F401
+from jaxbench.experiments.infobound.plots_gibbs import claims, plot  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Extension of `infobound` to ReLU networks trained by gradient descent (sample-based measures).
+"""Extension of `infobound.layers` to ReLU networks trained by gradient descent (sample-based measures).
 
 Setting (ours): the same Gaussian data as the linear model. A depth-L ReLU MLP (`jaxbench.mlp`,
 NTK parametrization, biases) with Gaussian noise injection after every hidden activation,

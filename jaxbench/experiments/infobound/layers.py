@@ -42,7 +42,7 @@ Layer index: 0 = input, 1..L-1 hidden, L = output margin. The funnel is the inte
 (0..L-1) with the smallest W1 bound; the output term is reported separately because in this
 fixed-w form it is ALWAYS the smallest (W1 contracts under the Lipschitz map to the output).
 
-The ReLU / gradient-descent extension lives in `infobound_relu` (``model = "relu"``).
+The ReLU / gradient-descent extension lives in `infobound.relu` (``model = "relu"``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import jax.numpy as jnp
 
 from jaxbench import data, info, mlp
 from jaxbench.experiments import Param, one_of, positive
-from jaxbench.experiments import infobound_relu
+from jaxbench.experiments.infobound import relu as infobound_relu
 
 NAME = "info_bounds"
 X64 = True
@@ -295,4 +295,4 @@ def claims(results_dir) -> list:
     return out
 
 
-from jaxbench.experiments.infobound_plot import plot  # noqa: E402,F401  (figures read from disk)
+from jaxbench.experiments.infobound.plots import plot  # noqa: E402,F401  (figures read from disk)
