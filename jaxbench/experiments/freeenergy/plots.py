@@ -70,7 +70,7 @@ INIT_NAMES = {0.0: "w* from random restarts", 1.0: "w* next to the embedded teac
 
 def relu(results_dir):
     """lambda_hat vs parameter count; F_n - n S_n vs log n; n G_n vs lambda_hat."""
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     res = store.load(results_dir)
     t, meta = res.table, res.meta
@@ -100,6 +100,8 @@ def relu(results_dir):
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())  # minor labels on a 1-2 decade axis collide
+    ax.set_xticks([v for v in (10, 20, 50, 100, 200, 500) if p.min() / 1.5 <= v <= p.max() * 1.5])
     ax.set_xlabel("student parameter count d (widths 3, 6, 12)")
     ax.set_ylabel(f"lambda_hat at n = {n_top:g} (± s.e. over seeds)")
     ax.set_title("local learning coefficient of ReLU students")
