@@ -62,6 +62,10 @@ def row(sweep: str, threads, meta: dict, wall: float) -> dict:
             "share": meta.get("compile_wait_s_total", sum(comp)) / meta["wall_s_this_run"]}
 
 
+def _num(x: float) -> str:
+    return "–" if x != x else f"{x:.1f}"  # NaN: not timed (--from-results)
+
+
 def table(rows) -> str:
     head = ("| sweep | threads | buckets | compile s/bucket min / median / max | trace s | waited s | chunks s "
             "| sweep wall s | process wall s | compile share |")
@@ -72,7 +76,7 @@ def table(rows) -> str:
             continue
         out.append(f"| {r['sweep']} | {r['threads']} | {r['buckets']} | {r['compile_min']:.1f} / "
                    f"{r['compile_median']:.1f} / {r['compile_max']:.1f} | {r['trace_sum']:.1f} | {r['waited']:.1f} | "
-                   f"{r['chunk_s']:.1f} | {r['sweep_wall']:.1f} | {r['process_wall']:.1f} | {100 * r['share']:.0f}% |")
+                   f"{r['chunk_s']:.1f} | {r['sweep_wall']:.1f} | {_num(r['process_wall'])} | {100 * r['share']:.0f}% |")
     return "\n".join(out)
 
 
