@@ -93,13 +93,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     names = args.sweeps.split(",") if args.sweeps else sorted(p.stem for p in (ROOT / "sweeps").glob("*.toml"))
     rows = []
-    if args.from_results:
-        for name in names:
+    for name in names:
+        if args.from_results:
             meta_file = Path(args.from_results) / name / "meta.json"
             if meta_file.exists():
                 meta = json.loads(meta_file.read_text())
                 rows.append(row(name, meta.get("compile_threads", "?"), meta, float("nan")))
-    for name in names if not args.from_results else ():
+            continue
         for threads in (int(t) for t in args.threads.split(",")):
             rows.append(run(name, threads, args.scale))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
