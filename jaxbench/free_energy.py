@@ -219,7 +219,9 @@ def free_energy_ais(nll_fn, params_like, data, key, config: SamplerConfig, step_
     ``eps_k (n + alpha) / (n beta_k + alpha)`` (``step_size``: the step at beta = 1, as in
     `free_energy_ti`), with ``eps_k`` adapted between rungs from the particles' mean acceptance
     (``eps <- eps exp(adapt_rate (acc - target_accept))``): each move is still an exact MALA
-    kernel of its rung's target; the adaptation only reads the population's past.
+    kernel of its rung's target; the adaptation only reads the population's past (the steps
+    then depend on all particles, so the unbiasedness below holds exactly only with
+    ``adapt_rate = 0``; with adaptation it is the usual adaptive-SMC approximation).
 
     Estimate: ``F_hat = -log mean_i exp(logw_i)``. ``E[exp(-F_hat)] = Z``, so by Jensen
     ``E[F_hat] >= F_n``: in expectation an upper bound (the conservative side for an
