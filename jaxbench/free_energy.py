@@ -228,9 +228,11 @@ def free_energy_ais(nll_fn, params_like, data, key, config: SamplerConfig, step_
     upper-bound claim). stderr: delta method, ``std(w_i / mean w) / sqrt(N)``; per_chain:
     ``-logw_i`` (single-particle estimates). diag: weight_ess (``(sum w)^2 / sum w^2``),
     weight_ess_frac (over N), logw_std, accept (mean over rungs and particles), accept_min (the
-    lowest rung's mean). ``converged``: weight_ess_frac >= 0.1 and accept >= 0.5 (rhat / ess
+    lowest rung's mean). ``converged``: weight ESS >= max(0.1 N, 5) (with few particles a fraction says nothing) and
+    accept >= 0.5 (rhat / ess
     of a trace do not apply: the trace (C, K) is each particle's n L_n along the ladder).
-    aux: betas (K+1,), step (K,) the step per rung, accept_rung (K,), logw (C,).
+    aux: betas (K+1,), step (K,) the step per rung, accept_rung (K,), logw (C,), particles (C, P)
+    (flattened final positions: weighted draws of the beta = 1 posterior).
     """
     import blackjax
 
@@ -275,7 +277,7 @@ def free_energy_ais(nll_fn, params_like, data, key, config: SamplerConfig, step_
 
     l0 = jax.vmap(loss)(w0)
     init = (w0, jnp.zeros(config.num_chains, dtype), l0, jnp.log(jnp.asarray(step_size, dtype)))
-    (_, logw, _, _), (trace, acc, steps) = jax.lax.scan(rung, init, jnp.arange(1, num_rungs + 1))
+    (w_final, logw, _, _), (trace, acc, steps) = jax.lax.scan(rung, init, jnp.arange(1, num_rungs + 1))
     c = config.num_chains
     log_z = jax.scipy.special.logsumexp(logw) - math.log(c)
     wn = jnp.exp(logw - log_z)                                   # w_i / mean(w)
@@ -283,9 +285,9 @@ def free_energy_ais(nll_fn, params_like, data, key, config: SamplerConfig, step_
     ess_w = jnp.sum(wn) ** 2 / jnp.sum(wn**2)
     diag = {"weight_ess": ess_w, "weight_ess_frac": ess_w / c, "logw_std": jnp.std(logw),
             "accept": jnp.mean(acc), "accept_min": jnp.min(acc), "value": -log_z}
-    ok = (ess_w / c >= 0.1) & (jnp.mean(acc) >= THRESHOLDS["accept_min"]) & jnp.isfinite(log_z)
+    ok = (ess_w >= max(0.1 * c, 5.0)) & (jnp.mean(acc) >= THRESHOLDS["accept_min"]) & jnp.isfinite(log_z)
     nan = jnp.full((), jnp.nan, dtype)
-    aux = {"betas": betas, "step": steps, "accept_rung": acc, "logw": logw}
+    aux = {"betas": betas, "step": steps, "accept_rung": acc, "logw": logw, "particles": w_final}
     return Estimate(-log_z, se, -logw, trace.T, nan, nan, jnp.mean(acc), aux, diag, ok)
 
 

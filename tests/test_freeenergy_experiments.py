@@ -39,28 +39,53 @@ def test_reduced_rank_lambda_hat_sampler_and_statistical_check():
         assert out[k].shape == (2,), k
 
 
-@pytest.mark.parametrize("width,depth", [(3, 1), (4, 3)])
-def test_teacher_embedding_is_exact(width, depth):
-    """The bound's construction: the student with the embedded teacher computes f* exactly."""
+@pytest.mark.parametrize("width,depth", [(3, 1), (6, 2), (12, 3), (24, 4)])
+def test_sweep_embedding_is_the_teacher(width, depth):
+    """The experiment's embedded start (float32, as the sweep runs it) computes its own teacher
+    on the box; the float64 exactness test of the construction is tests/test_freeenergy_embedding.py."""
     s, _ = _static_traced(freeenergy, width=width, depth=depth)
-    t_sp, t_par = freeenergy.teacher(s)
     x = jax.random.uniform(jax.random.key(1), (500, 2), minval=-1, maxval=1)
-    f_student = freeenergy.mlp.apply(freeenergy.student(s), freeenergy.embed_teacher(s, t_par), x)
-    np.testing.assert_allclose(f_student, freeenergy.mlp.apply(t_sp, t_par, x), atol=1e-5)
+    params, C = freeenergy.embedded(s)
+    f_student = freeenergy.mlp.apply(freeenergy.student(s), params, x)[:, 0]
+    np.testing.assert_allclose(f_student, freeenergy.teacher_fn(s)(x), atol=1e-5)
+    assert (C == 0.0) == (depth == 1)
 
 
 def test_teacher_bound_and_teacher_units_are_active():
     assert freeenergy.teacher_bound(2, 3) == 5.0
     s, _ = _static_traced(freeenergy)
-    sp, params = freeenergy.teacher(s)
-    x = jax.random.uniform(jax.random.key(0), (4000, 2), minval=-1, maxval=1)
-    active = np.asarray(jnp.mean(freeenergy.mlp.hidden(sp, params, x)[0] > 0, axis=0))
-    assert np.all((active > 0.05) & (active < 0.95))   # every teacher unit matters on the cube
+    v, c, _, _ = freeenergy.teacher_np(s)
+    x = np.asarray(jax.random.uniform(jax.random.key(0), (4000, 2), minval=-1, maxval=1))
+    active = np.mean(x @ v + c > 0, axis=0)
+    assert np.all((active > 0.05) & (active < 0.95))   # every teacher unit matters on the box
+
+
+@pytest.mark.parametrize("override,msg", [
+    ("depth = 0", "depth = 0: must be > 0"),
+    ("width = 2", "width = 2 must be >= teacher_width = 3"),
+    ("n = 0.0", "n = 0.0: must be > 0"),
+    ("n = -5.0", "n = -5.0: must be > 0"),
+    ("rungs = 1", "rungs = 1: must be even and >= 2"),
+    ("ais_rungs = 1", "ais_rungs = 1: must be >= 2"),
+])
+def test_bad_free_energy_sweep_values_give_one_clear_line(tmp_path, root, override, msg):
+    """Must hold (issue 15): depth 0, width below the teacher's, n <= 0, rungs < 2 are refused
+    before anything runs, with one line on stderr and a non-zero exit code (the CLI)."""
+    import subprocess
+    import sys
+    body = f'experiment = "free_energy"\n[fixed]\n{override}\n'
+    f = tmp_path / "fe.toml"
+    f.write_text(body)
+    r = subprocess.run([sys.executable, "-m", "jaxbench", "sweep", str(f), "--dry-run"],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode != 0
+    err = r.stderr.strip()
+    assert msg in err and len(err.splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("sweep,figures", [
     ("lambda_validation", ["lambda_validation"]),
-    ("free_energy", ["lambda_vs_params", "free_energy_vs_logn", "gen_error_vs_lambda"]),
+    ("free_energy", ["lambda_vs_params", "free_energy_vs_logn", "gen_error_vs_n", "diagnostics", "overfit_minima"]),
 ])
 def test_smoke_preset_end_to_end(smoke_run, sweep, figures):
     from jaxbench import store
@@ -69,6 +94,18 @@ def test_smoke_preset_end_to_end(smoke_run, sweep, figures):
         assert (out / f"{f}.png").exists() and (out / f"{f}.pdf").exists()
     t = store.load(out).table
     assert np.all(np.isfinite(np.asarray(t["lambda_hat"], float)))
+    if sweep == "free_energy":
+        # every row carries its diagnostics (Must hold, issue 15); the parts a row ran are finite
+        for k in ("rhat", "ess", "accept", "split_z", "plateau_z", "var_rel", "wstar_ok", "grad_norm",
+                  "teacher_gap", "test_mse", "converged", "ti_converged", "ais_converged"):
+            assert k in t, k
+        g = np.asarray(t["global_fe"]) == 1
+        for k in ("f_ti", "f_ais", "ais_weight_ess", "ti_rhat", "gen_error", "gen_rhat"):
+            assert np.all(np.isfinite(np.asarray(t[k], float)[g])), k
+        assert not np.any(np.asarray(t["diverged"], bool))
+        checks = freeenergy.claims(out)
+        assert len(checks) == 3 and all(c.verdict in ("reproduced", "partly", "not reproduced", "inconclusive")
+                                        for c in checks)
 
 
 # Cases for which the default preset's chains are too short (docs/experiments/lambda_validation.md,

@@ -5,36 +5,35 @@ learning coefficient lambda, hence ``F_n = n S_n + lambda log n + o(log n)`` and
 ``E[G_n] = lambda / n``, is bounded by a quantity of the *true* network, not growing with the
 student's surplus width or depth.
 
-Our setting (a reconstruction). Teacher f*: ReLU, input 2, ``teacher_width`` hidden units,
-output 1, biases; its units are oriented so that each one is active on part of the cube (weights
-N(0, 4 I), biases U(-1, 1), output weights +-U(1, 2)). x ~ U[-1, 1]^2, ``y = f*(x) + noise_std
-N(0, 1)``; the model's noise is the true one. Students: ReLU MLPs (standard parametrization,
-biases) of ``depth`` hidden layers of ``width`` units, prior N(0, alpha^-1 I). One variant =
-one (student, n, seed): the data set has ``n_max`` points of which the first ``n`` are used
-(``n`` is traced: a 0/1 weight mask), so all sample sizes share one compilation.
+Our setting (a reconstruction; the paper's full text could not be read). Teacher f*: ReLU, input
+2, ``teacher_width`` hidden units, output 1, biases (weights N(0, 4 I), biases U(-1, 1), output
+weights +-U(1, 2): every unit active on part of the box). x ~ U[-1, 1]^2, ``y = f*(x) + noise_std
+N(0, 1)``; the model's noise is the true one; prior N(0, alpha^-1 I) on every student weight.
+Students: ReLU MLPs (standard parametrization, biases), ``depth`` hidden layers of ``width >=
+teacher_width`` units. One variant = one (student, n, seed); the data set has ``n_max`` points of
+which the first ``n`` are used (a 0/1 weight mask: n is traced, one compilation per student).
 
-Per variant: Adam (cosine-decayed) on L_n from ``restarts`` random inits, w* the one with the
-lowest training loss (``init_teacher = 0``), or from the teacher embedded in the student as in
-the bound's construction below (``init_teacher = 1``: w* is then a minimum of L_n next to that
-point, which tests the bound where it is derived); then, with step sizes
-``eps = step_scale / (nbeta h + gamma + alpha)`` (h: top Hessian eigenvalue of L_n at w*):
+Per variant (each part switchable, so presets can afford them):
 
-* ``lambda_hat``: SGLD local learning coefficient at w* (gamma = localization, beta = 1/log n);
-* ``wbic``: SGLD at beta = 1/log n with the prior and no localization, started at w*;
-* ``gen_error``: Bayes generalization error from SGLD draws of the beta = 1 posterior (prior, no
-  localization, started at w*), by Gauss-Hermite quadrature on ``n_test`` test inputs;
-* ``f_ti`` (when ``ti_rungs > 0``): thermodynamic integration with MALA over a ladder of
-  ``ti_rungs + 1`` temperatures (a vmapped axis), started at w*;
-* ``ns_n`` = n S_n = -sum_i log q(y_i | x_i) (known teacher), so F_n - n S_n ~ lambda log n.
+* ``local = 1``: the local learning coefficient at the set of true parameters. The teacher is
+  embedded in the student with the tightest carry constant and balanced layer scales
+  (`embedding`), descended to a verified minimum w* (`free_energy.find_minimum`), checked
+  (``teacher_gap = n (L_n(teacher) - L_n(w*))`` should be O(1-10), ``test_mse`` of w* near 0), and
+  ``lambda_hat`` measured by `free_energy.llc` (adapted MALA, localization gamma, its
+  diagnostics and ``converged``).
+* ``global_fe = 1``: the global free energy from the prior: ``f_ti`` by thermodynamic
+  integration (``rungs`` + 1 temperatures; chains start from one prior draw, not from w*) and
+  ``f_ais`` by annealed importance sampling from the prior (`free_energy.free_energy_ais`, an
+  upper bound in expectation); ``ns_n = n S_n = -sum_i log q(y_i | x_i)`` (known teacher), so
+  ``F_n - n S_n ~ lambda log n``; and ``gen_error`` = G_n from MALA chains at beta = 1 started
+  from AIS particles resampled by their weights (``gen_chains`` x ``gen_draws``).
+* ``restarts > 0``: minima from random initialisations (``find_minimum`` from ``restarts``
+  prior-scale inits, the lowest loss kept): ``rr_teacher_gap`` and ``rr_test_mse``. These
+  minima overfit; they are *not* the theorem's true parameters and are plotted apart.
 
-Teacher-based bound we plot: ``lambda <= (H* (d + 1) + 1) / 2`` (= 5 for d = 2, H* = 3) for any
-student whose first hidden layer has >= H* units. Derivation (ours, in the spirit of the paper's
-proof; see docs/experiments/free_energy.md): copy the teacher's units into the first layer, make every other
-unit dead (negative bias: an open set, so those parameters are free), and carry
-``f*(x) + c > 0`` (bounded inputs) through each extra layer on one unit, where ReLU acts as the
-identity; the set of true parameters then has codimension H* (d + 1) + 1 (each teacher unit's
-direction and scale, after the ReLU rescaling symmetry, plus the output offset), and
-``lambda <= codim / 2``.
+The bound we plot, ``lambda <= (H* (d + 1) + 1) / 2`` (= 5 for d = 2, H* = 3), is our
+derivation from the embedding (the codimension of the true-parameter set near it, halved;
+docs/experiments/free_energy.md); the paper's exact constant could not be read.
 """
 
 from __future__ import annotations
@@ -44,170 +43,202 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from jax.flatten_util import ravel_pytree
 
 from jaxbench import free_energy as fe
 from jaxbench import mlp
 from jaxbench.experiments import Param, in_range, positive, static
+from jaxbench.experiments.freeenergy import embedding
 
 NAME = "free_energy"
 
+_flag = lambda default: static(int, default, lambda v: v in (0, 1), "must be 0 or 1")
+
 PARAMS = {
-    "in_dim": positive(int, 2),
+    "in_dim": static(int, 2, lambda v: v == 2, "must be 2 (the teacher's input; the box is gridded)"),
     "teacher_width": positive(int, 3),
     "teacher_seed": static(int, 0, lambda v: v >= 0, "must be >= 0"),
     "width": positive(int, 3),
     "depth": positive(int, 1),
-    "n_max": positive(int, 800),
+    "n_max": positive(int, 900),
     "n_test": positive(int, 256),
-    "train_steps": positive(int, 2000),
-    "restarts": positive(int, 8),
-    "chains": static(int, 4, lambda v: v >= 2, "must be >= 2 (error bars come from chains)"),
-    "draws": positive(int, 2000),
-    "thin": positive(int, 10),
-    "ti_rungs": static(int, 0, lambda v: v == 0 or (v >= 2 and v % 2 == 0), "must be 0 (off) or even >= 2"),
-    "ti_draws": positive(int, 500),
-    "n": Param("traced", float, 800.0, lambda v: v >= 10, "must be >= 10"),
+    "n": Param("traced", float, 900.0, lambda v: v > 0, "must be > 0"),
     "noise_std": Param("traced", float, 1.0, lambda v: v > 0, "must be > 0"),
-    "step_scale": in_range(1e-5, 1.0, 0.2),
-    "ti_step_scale": in_range(1e-5, 2.0, 0.5),
-    "localization": in_range(0.0, 1e4, 1.0),
     "prior_precision": in_range(1e-6, 1e4, 1.0),
-    "lr": in_range(1e-6, 1.0, 0.01),
-    "init_teacher": Param("traced", float, 0.0, lambda v: v in (0.0, 1.0), "must be 0 or 1"),
+    "margin": static(float, 0.5, lambda v: v > 0, "must be > 0"),
+    # local lambda at the embedded teacher
+    "local": _flag(1),
+    "descent_steps": positive(int, 2000),
+    "chains": static(int, 4, lambda v: v >= 2, "must be >= 2 (error bars come from chains)"),
+    "draws": positive(int, 500),
+    "burnin": positive(int, 300),
+    "localization": in_range(0.0, 1e4, fe.DEFAULT_LOCALIZATION),
+    "precondition": _flag(1),
+    # global free energy from the prior
+    "global_fe": _flag(1),
+    "rungs": static(int, 32, lambda v: v >= 2 and v % 2 == 0, "must be even and >= 2 (Simpson's rule)"),
+    "ti_draws": positive(int, 200),
+    "ti_burnin": positive(int, 200),
+    "ais_rungs": static(int, 256, lambda v: v >= 2, "must be >= 2"),
+    "ais_particles": static(int, 32, lambda v: v >= 2, "must be >= 2"),
+    "gen_chains": positive(int, 8),
+    "gen_draws": positive(int, 100),
+    # random-restart minima (the "overfit minima" panel)
+    "restarts": static(int, 0, lambda v: v >= 0, "must be >= 0"),
 }
 
 
-def teacher(s):
-    """Teacher spec and parameters (fixed by ``teacher_seed``, shared by all variants)."""
-    sp = mlp.MLPSpec(s.in_dim, (s.teacher_width,), 1, parametrization="standard")
-    kv, kc, ka, ks = jax.random.split(jax.random.PRNGKey(s.teacher_seed), 4)
-    h = s.teacher_width
-    v = 2.0 * jax.random.normal(kv, (s.in_dim, h))
-    c = jax.random.uniform(kc, (h,), minval=-1.0, maxval=1.0)
-    a = jax.random.uniform(ka, (h, 1), minval=1.0, maxval=2.0) * jnp.where(jnp.arange(h) % 2 == 0, 1.0, -1.0)[:, None]
-    return sp, [{"w": v, "b": c}, {"w": a, "b": jnp.zeros((1,))}]
+def check(v) -> None:
+    if v["width"] < v["teacher_width"]:
+        raise ValueError(f"width = {v['width']} must be >= teacher_width = {v['teacher_width']} "
+                         "(students at least as wide as the teacher)")
+    if v["n"] > v["n_max"]:
+        raise ValueError(f"n = {v['n']:g} must be <= n_max = {v['n_max']} (the data set's size)")
 
 
-def embed_teacher(s, t_par):
-    """The student parameters of the bound's construction (module docstring): teacher units first,
-    all other units dead (zero weights, bias -1), ``f* + C`` carried on unit 0 of each extra layer."""
-    v, c = t_par[0]["w"], t_par[0]["b"]
-    a, a0 = t_par[1]["w"][:, 0], t_par[1]["b"][0]
-    h, w = s.teacher_width, s.width
-    C = 1.0 + jnp.abs(a0) + jnp.sum(jnp.abs(a) * (jnp.abs(c) + jnp.sum(jnp.abs(v), axis=0)))  # f* + C > 0
-    dead = lambda fan_in: {"w": jnp.zeros((fan_in, w)), "b": -jnp.ones((w,))}
-    first = {"w": jnp.zeros((s.in_dim, w)).at[:, :h].set(v), "b": jnp.full((w,), -1.0).at[:h].set(c)}
-    if s.depth == 1:
-        return [first, {"w": jnp.zeros((w, 1)).at[:h, 0].set(a), "b": a0[None]}]
-    second = dead(w)
-    second = {"w": second["w"].at[:h, 0].set(a), "b": second["b"].at[0].set(a0 + C)}
-    carry = lambda: {"w": jnp.zeros((w, w)).at[0, 0].set(1.0), "b": jnp.full((w,), -1.0).at[0].set(0.0)}
-    extra = [carry() for _ in range(s.depth - 2)]
-    return [first, second, *extra, {"w": jnp.zeros((w, 1)).at[0, 0].set(1.0), "b": -C[None]}]
+def teacher_np(s):
+    """The teacher's (v (d, H), c (H,), a (H,), a0) as float64 numpy (fixed by ``teacher_seed``)."""
+    with jax.ensure_compile_time_eval():
+        kv, kc, ka = jax.random.split(jax.random.PRNGKey(s.teacher_seed), 3)
+        h = s.teacher_width
+        v = 2.0 * jax.random.normal(kv, (s.in_dim, h))
+        c = jax.random.uniform(kc, (h,), minval=-1.0, maxval=1.0)
+        a = jax.random.uniform(ka, (h,), minval=1.0, maxval=2.0) * jnp.where(jnp.arange(h) % 2 == 0, 1.0, -1.0)
+        return tuple(np.asarray(z, np.float64) for z in (v, c, a)) + (0.0,)
+
+
+def teacher_fn(s):
+    v, c, a, a0 = teacher_np(s)
+    return lambda x: jnp.maximum(x @ jnp.asarray(v, x.dtype) + jnp.asarray(c, x.dtype), 0.0) @ jnp.asarray(a, x.dtype) + a0
 
 
 def student(s) -> mlp.MLPSpec:
     return mlp.MLPSpec(s.in_dim, (s.width,) * s.depth, 1, parametrization="standard")
 
 
+def embedded(s, dtype=jnp.float32):
+    """The embedded teacher as student parameters, and the carry constant C."""
+    params, C = embedding.embed(*teacher_np(s), s.width, s.depth, margin=s.margin)
+    return jax.tree_util.tree_map(lambda z: jnp.asarray(z, dtype), params), C
+
+
 def teacher_bound(in_dim: int, teacher_width: int) -> float:
-    """Our teacher-based upper bound on lambda (module docstring)."""
+    """Our teacher-based bound on lambda (module docstring): (H*(d+1)+1)/2."""
     return (teacher_width * (in_dim + 1) + 1) / 2
 
 
 def _nll(sp, sigma):
     def nll(params, batch):
         x, y = batch
-        r = y[:, 0] - mlp.apply(sp, params, x)[:, 0]
+        r = y - mlp.apply(sp, params, x)[:, 0]
         return r**2 / (2 * sigma**2) + 0.5 * jnp.log(2 * jnp.pi * sigma**2)
     return nll
 
 
-def _train(nll, params, data, weights, lr, steps):
-    opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
-    loss = lambda p: fe.mean_nll(nll, p, data, weights)
-
-    def step(carry, _):
-        p, st = carry
-        g = jax.grad(loss)(p)
-        upd, st = opt.update(g, st, p)
-        return (optax.apply_updates(p, upd), st), None
-
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return params
+def _prior_draw(sp, key, alpha):
+    w, unravel = ravel_pytree(mlp.init(sp, key))
+    return unravel(jax.random.normal(key, w.shape, w.dtype) / jnp.sqrt(alpha))
 
 
 def run_one(s, traced, key):
-    if s.width < s.teacher_width:
-        raise ValueError(f"width={s.width} must be >= teacher_width={s.teacher_width} (overparameterized students)")
-    t_sp, t_par = teacher(s)
     sp = student(s)
-    k_x, k_e, k_xt, k_i, k_h, k_s, k_t = jax.random.split(key, 7)
-    n, sigma = traced["n"], traced["noise_std"]
+    f_star = teacher_fn(s)
+    w_emb, C = embedded(s)
+    k_x, k_e, k_xt, k_m, k_l, k_t, k_a, k_g, k_r, k_p = jax.random.split(key, 10)
+    n, sigma, alpha = traced["n"], traced["noise_std"], traced["prior_precision"]
     x = jax.random.uniform(k_x, (s.n_max, s.in_dim), minval=-1.0, maxval=1.0)
-    f_x = mlp.apply(t_sp, t_par, x)
+    f_x = f_star(x)
     y = f_x + sigma * jax.random.normal(k_e, f_x.shape)
     weights = (jnp.arange(s.n_max) < n).astype(x.dtype)
     n = jnp.sum(weights)
     x_test = jax.random.uniform(k_xt, (s.n_test, s.in_dim), minval=-1.0, maxval=1.0)
-    f_test = mlp.apply(t_sp, t_par, x_test)[:, 0]
+    f_test = f_star(x_test)
     nll, data = _nll(sp, sigma), (x, y)
+    loss = lambda p: fe.mean_nll(nll, p, data, weights)
+    mse = lambda p: jnp.mean((mlp.apply(sp, p, x_test)[:, 0] - f_test) ** 2)
+    nan = jnp.full((), jnp.nan)
+    ns_n = jnp.sum(weights * ((y - f_x) ** 2 / (2 * sigma**2) + 0.5 * jnp.log(2 * jnp.pi * sigma**2)))
+    out = {"ns_n": ns_n, "n_used": n, "num_params": jnp.asarray(sp.num_params),
+           "d_half": jnp.asarray(sp.num_params / 2), "bound": jnp.asarray(teacher_bound(s.in_dim, s.teacher_width)),
+           "carry_C": jnp.asarray(C), "teacher_loss": loss(w_emb)}
+    h_emb = fe.curvature(nll, w_emb, data, k_m, weights=weights)
+    out["curvature_teacher"] = h_emb
 
-    # candidates: `restarts` random inits and (last) the teacher embedded in the student
-    inits = jax.vmap(lambda k: mlp.init(sp, k))(jax.random.split(k_i, s.restarts))
-    inits = jax.tree_util.tree_map(lambda r, e: jnp.concatenate([r, e[None]]), inits, embed_teacher(s, t_par))
-    cands = jax.vmap(lambda p: _train(nll, p, data, weights, traced["lr"], s.train_steps))(inits)
-    train_loss = jax.vmap(lambda p: fe.mean_nll(nll, p, data, weights))(cands)
-    best = jnp.where(traced["init_teacher"] > 0.5, s.restarts, jnp.argmin(train_loss[:-1]))
-    w_star = jax.tree_util.tree_map(lambda a: a[best], cands)
-    h = fe.curvature(nll, w_star, data, k_h, weights=weights)
-    gamma, alpha, sc = traced["localization"], traced["prior_precision"], traced["step_scale"]
-    # three posteriors in one vmapped sampler call: 0 = localized at beta = 1/log n (LLC),
-    # 1 = prior at beta = 1/log n (WBIC), 2 = prior at beta = 1 (posterior predictive, G_n)
-    nbeta = n / jnp.log(n)
-    nbetas = jnp.stack([nbeta, nbeta, n])
-    gammas = jnp.stack([gamma, 0.0 * gamma, 0.0 * gamma])
-    alphas = jnp.stack([0.0 * alpha, alpha, alpha])
-    eps = sc / (nbetas * h + gammas + alphas)
-    cfg = fe.SamplerConfig("sgld", s.chains, s.draws // s.thin, num_burnin=s.draws // 4, thin=s.thin)
-    ch = jax.vmap(lambda nb, g, a, e, k: fe.sample(
-        nll, w_star, data, k, cfg, e, nbeta=nb, localization=g, prior_precision=a, weights=weights,
-        observe_fn=lambda p: mlp.apply(sp, p, x_test)[:, 0]))(nbetas, gammas, alphas, eps, jax.random.split(k_s, 3))
-    lam = fe.llc_from_losses(ch.loss[0], fe.mean_nll(nll, w_star, data, weights), nbeta)
-    wb = n * jnp.mean(ch.loss[1], axis=1)
-    gen = fe.bayes_generalization_error(ch.observed[2], f_test, sigma, num_nodes=20)
-    resid = (y - f_x)[:, 0]
-    ns_n = jnp.sum(weights * (resid**2 / (2 * sigma**2) + 0.5 * jnp.log(2 * jnp.pi * sigma**2)))
-    out = {
-        "lambda_hat": lam.value, "lambda_se": lam.stderr, "lambda_rhat": lam.rhat, "lambda_ess": lam.ess,
-        "wbic": jnp.mean(wb), "wbic_se": jnp.std(wb, ddof=1) / math.sqrt(s.chains), "wbic_rhat": fe.rhat(ch.loss[1]), "gen_error": gen.value, "gen_error_se": gen.stderr,
-        "ns_n": ns_n, "n_used": n, "loss_star": lam.aux["loss_star"], "curvature": h,
-        "num_params": jnp.asarray(sp.num_params), "d_half": jnp.asarray(sp.num_params / 2),
-        "bound": jnp.asarray(teacher_bound(s.in_dim, s.teacher_width)),
-        "test_mse": jnp.mean((mlp.apply(sp, w_star, x_test)[:, 0] - f_test) ** 2),
-        "diverged": ~(jnp.isfinite(lam.value) & jnp.all(jnp.isfinite(wb)) & jnp.isfinite(gen.value)),
-        "lambda_trace": lam.trace[:, :: max(1, s.draws // s.thin // 100)],
-    }
-    if s.ti_rungs:
-        tcfg = fe.SamplerConfig("mala", s.chains, s.ti_draws, num_burnin=s.ti_draws // 4)
-        ti = fe.free_energy_ti(nll, w_star, data, k_t, tcfg, traced["ti_step_scale"] / (n * h + alpha),
-                               num_rungs=s.ti_rungs, prior_precision=alpha, weights=weights)
-        out.update(f_ti=ti.value, f_ti_se=ti.stderr, ti_accept=ti.accept, ti_integrand=ti.aux["integrand"],
-                   ti_betas=ti.aux["betas"])
+    local_cols = ("lambda_hat", "lambda_se", "rhat", "ess", "accept", "split_z", "plateau_z", "var_rel",
+                  "lambda_var", "wstar_ok", "grad_norm", "hess_min", "hess_max", "probe_drop", "teacher_gap",
+                  "test_mse", "converged")
+    if s.local:
+        wmin = fe.find_minimum(nll, w_emb, data, k_m, weights=weights, max_steps=s.descent_steps, rounds=2,
+                               probe_steps=200)
+        cfg = fe.SamplerConfig("mala", s.chains, s.draws, num_burnin=s.burnin, precondition=bool(s.precondition))
+        est = fe.llc(nll, wmin.params, data, k_l, cfg, wstar=wmin, weights=weights,
+                     localization=traced["localization"])
+        d = est.diag
+        out.update(lambda_hat=est.value, lambda_se=est.stderr, rhat=est.rhat, ess=est.ess, accept=est.accept,
+                   split_z=d["split_z"], plateau_z=d["plateau_z"], var_rel=d["var_rel"], lambda_var=d["lambda_var"],
+                   wstar_ok=wmin.ok, grad_norm=wmin.grad_norm, hess_min=wmin.hess_min, hess_max=wmin.hess_max,
+                   probe_drop=wmin.probe_drop, teacher_gap=n * (loss(w_emb) - wmin.loss), test_mse=mse(wmin.params),
+                   converged=est.converged)
     else:
-        nan = jnp.full((), jnp.nan)
-        out.update(f_ti=nan, f_ti_se=nan, ti_accept=nan, ti_integrand=jnp.full((1,), jnp.nan),
-                   ti_betas=jnp.full((1,), jnp.nan))
+        out.update({k: nan for k in local_cols})
+        out["wstar_ok"] = out["converged"] = jnp.asarray(False)
+
+    global_cols = ("f_ti", "f_ti_se", "ti_accept", "ti_rhat", "ti_converged", "f_ais", "f_ais_se", "ais_accept",
+                   "ais_weight_ess", "ais_converged", "gen_error", "gen_error_se", "gen_rhat", "gen_accept")
+    if s.global_fe:
+        step = 0.5 / (n * h_emb + alpha)
+        w0 = _prior_draw(sp, k_p, alpha)
+        tcfg = fe.SamplerConfig("mala", s.chains, s.ti_draws, num_burnin=s.ti_burnin)
+        ti = fe.free_energy_ti(nll, w0, data, k_t, tcfg, step, num_rungs=s.rungs, prior_precision=alpha,
+                               weights=weights)
+        ais = fe.free_energy_ais(nll, w_emb, data, k_a, fe.SamplerConfig("mala", s.ais_particles, 1), step,
+                                 num_rungs=s.ais_rungs, prior_precision=alpha, weights=weights)
+        # G_n: beta = 1 chains from AIS particles drawn by their importance weights
+        k_g1, k_g2 = jax.random.split(k_g)
+        idx = jax.random.categorical(k_g1, ais.aux["logw"], shape=(s.gen_chains,))
+        starts = ais.aux["particles"][idx]
+        unravel = ravel_pytree(w_emb)[1]
+        gcfg = fe.SamplerConfig("mala", 1, s.gen_draws, num_burnin=s.gen_draws)
+        gch = jax.vmap(lambda w, k: fe.sample(nll, unravel(w), data, k, gcfg, step, nbeta=n, prior_precision=alpha,
+                                              weights=weights, observe_fn=lambda p: mlp.apply(sp, p, x_test)[:, 0]))(
+            starts, jax.random.split(k_g2, s.gen_chains))
+        pred = gch.observed[:, 0]                                           # (chains, T, m)
+        gen = fe.bayes_generalization_error(pred, f_test, sigma, num_nodes=20)
+        out.update(f_ti=ti.value, f_ti_se=ti.stderr, ti_accept=ti.accept, ti_rhat=ti.rhat, ti_converged=ti.converged,
+                   f_ais=ais.value, f_ais_se=ais.stderr, ais_accept=ais.accept, ais_weight_ess=ais.diag["weight_ess"],
+                   ais_converged=ais.converged, gen_error=gen.value, gen_error_se=gen.stderr,
+                   gen_rhat=fe.rhat(gch.loss[:, 0]), gen_accept=jnp.mean(gch.accept),
+                   ti_integrand=ti.aux["integrand"], ti_betas=ti.aux["betas"])
+    else:
+        out.update({k: nan for k in global_cols})
+        out["ti_converged"] = out["ais_converged"] = jnp.asarray(False)
+        out.update(ti_integrand=jnp.full((s.rungs + 1,), jnp.nan), ti_betas=jnp.full((s.rungs + 1,), jnp.nan))
+
+    if s.restarts:
+        def restart(k):
+            m = fe.find_minimum(nll, _prior_draw(sp, k, 1.0), data, k, weights=weights, max_steps=s.descent_steps,
+                                rounds=1, probe_steps=0)
+            return m.loss, mse(m.params)
+        l_r, mse_r = jax.vmap(restart)(jax.random.split(k_r, s.restarts))
+        best = jnp.argmin(l_r)
+        out.update(rr_teacher_gap=n * (loss(w_emb) - l_r[best]), rr_test_mse=mse_r[best])
+    else:
+        out.update(rr_teacher_gap=nan, rr_test_mse=nan)
+    # parts switched off are NaN by design: diverged looks only at the parts that ran
+    bad = jnp.asarray(False)
+    if s.local:
+        bad = bad | ~jnp.isfinite(out["lambda_hat"])
+    if s.global_fe:
+        bad = bad | ~(jnp.isfinite(out["f_ti"]) & jnp.isfinite(out["f_ais"]) & jnp.isfinite(out["gen_error"]))
+    out["diverged"] = bad
     return out
 
 
 def variant_bytes(s) -> int:
     p = student(s).num_params
-    per_chain = s.n_max * (s.width * s.depth * 4 + 8) + 8 * p + s.draws
-    pred = 3 * s.chains * (s.draws // s.thin) * s.n_test * 20 * 2
-    ti = (s.ti_rungs + 1) * s.chains * per_chain
-    return 4 * (s.chains * per_chain * 3 + pred + ti)
+    act = s.n_max * (s.width * s.depth + 2) * 4
+    chains = max(2 * s.chains, (s.rungs + 1) * s.chains * s.global_fe, s.ais_particles * s.global_fe, s.restarts)
+    return 4 * chains * (3 * act + 4 * p) + 4 * s.gen_chains * s.gen_draws * s.n_test * 20
 
 
 def plot(results_dir):
@@ -216,45 +247,81 @@ def plot(results_dir):
 
 
 def claims(results_dir) -> list:
-    """What the committed sweep shows of the claim. Every verdict is inconclusive until the
-    learning-coefficient estimator meets its closed forms (lambda_validation) and the chains are
-    equilibrated: the measured values are reported so a reader sees where they stand."""
-    import numpy as np
-
+    """The claim checked against the committed table. A verdict is given only from estimates
+    whose diagnostics passed (``converged``, ``ti_converged``, ``ais_converged``); where most
+    seeds fail them the check is inconclusive and says so with the numbers."""
     from jaxbench import report, store
+    from jaxbench.experiments.freeenergy.plots import fit_slope
 
     t = store.load(results_dir).table
-    ok = ~np.asarray(t["diverged"], bool)
-    n_max = t["n"][ok].max()
-    last = ok & (t["n"] == n_max)
-    bound = float(t["bound"][ok][0])
+    col = lambda k: np.asarray(t[k], float)
+    depth, width, nn = col("depth").astype(int), col("width").astype(int), col("n_used")
+    loc, glob = col("local") == 1, col("global_fe") == 1
+    bound = float(col("bound")[0])
+    out = []
 
-    def lam(depth, teacher):
-        s = last & (t["depth"] == depth) & (t["init_teacher"] == teacher)
-        return ", ".join(f"w={int(w)}: {np.mean(t['lambda_hat'][s & (t['width'] == w)]):.1f}"
-                         for w in np.unique(t["width"][s]))
+    # 1. local lambda at the embedded teacher, per student at the largest n
+    n_loc = np.nanmax(nn[loc])
+    parts, conv_frac, over = [], [], []
+    for d in sorted(set(depth[loc])):
+        vals = []
+        for w in sorted(set(width[loc & (depth == d)])):
+            s = loc & (depth == d) & (width == w) & (nn == n_loc)
+            lam, se = np.nanmean(col("lambda_hat")[s]), np.nanstd(col("lambda_hat")[s], ddof=1) / np.sqrt(s.sum())
+            cf = np.mean(col("converged")[s])
+            conv_frac.append(cf)
+            if cf >= 0.5 and lam - 2 * se > bound:
+                over.append(f"{d}x{w}")
+            vals.append(f"w={w}: {lam:.1f}±{se:.1f} ({int(round(cf * s.sum()))}/{s.sum()} conv.)")
+        parts.append(f"{d} layer(s): " + ", ".join(vals))
+    gap = col("teacher_gap")[loc]
+    mse = col("test_mse")[loc]
+    ok1 = None if np.mean(conv_frac) < 0.5 else not over
+    out.append(report.check(
+        "lambda is bounded by a quantity of the true network: the local lambda next to the embedded teacher "
+        f"stays below (H(d+1)+1)/2 = {bound:g} (our derivation) at every width and depth",
+        f"lambda_hat at n = {n_loc:g} (mean±s.e. over seeds): " + "; ".join(parts)
+        + f". w* checks: n (L_n(teacher) - L_n(w*)) median {np.nanmedian(gap):.1f} (max {np.nanmax(gap):.1f}), "
+        f"test MSE median {np.nanmedian(mse):.4f}, w* verified in {int(np.nansum(col('wstar_ok')[loc]))}/{loc.sum()} rows",
+        "most seeds converged and no converged student's lambda_hat exceeds the bound by 2 s.e.; "
+        "inconclusive when most estimates fail their diagnostics", ok1, partly=True))
 
-    out = [report.check(
-        "lambda is bounded by a quantity of the true network: the local lambda does not grow with surplus width",
-        f"lambda_hat at n = {int(n_max)} next to the embedded teacher, 1 hidden layer: {lam(1, 1)} (bound {bound:g}); "
-        f"2 and 3 layers there: {lam(2, 1)}; {lam(3, 1)} (stiff embedding, chains stuck); from random restarts: 1 layer {lam(1, 0)}, "
-        f"3 layers {lam(3, 0)} (overfit minima)",
-        "estimator validated on closed forms, chains converged, lambda_hat <= bound for every student", None)]
-    ti = ok & np.isfinite(t["f_ti"])
-    slopes = []
-    for (w, dpt, it) in sorted({(a, b, c) for a, b, c in zip(t["width"][ti], t["depth"][ti], t["init_teacher"][ti])}):
-        s = ti & (t["width"] == w) & (t["depth"] == dpt) & (t["init_teacher"] == it)
-        ns = np.unique(t["n"][s])
-        y = [np.mean(t["f_ti"][s & (t["n"] == n)] - t["ns_n"][s & (t["n"] == n)]) for n in ns]
-        slopes.append(f"{int(dpt)}x{int(w)} ({'teacher' if it else 'random'} start): {np.polyfit(np.log(ns), y, 1)[0]:.1f}")
+    # 2. slope of F_n - n S_n in log n, TI and AIS, per global student
+    lines, verdicts = [], []
+    for d, w in sorted({(a, b) for a, b in zip(depth[glob], width[glob])}):
+        s = glob & (depth == d) & (width == w)
+        ns = np.unique(nn[s])
+        for name, k, ck in (("TI", "f_ti", "ti_converged"), ("AIS", "f_ais", "ais_converged")):
+            ex = col(k) - col("ns_n")
+            m = [np.nanmean(ex[s & (nn == v)]) for v in ns]
+            e = [np.nanstd(ex[s & (nn == v)], ddof=1) / np.sqrt((s & (nn == v)).sum()) for v in ns]
+            slope, se, _ = fit_slope(np.log(ns), m, e)
+            cf = np.mean(col(ck)[s])
+            lines.append(f"{d}x{w} {name}: {slope:.1f} [{slope - 1.96 * se:.1f}, {slope + 1.96 * se:.1f}] "
+                         f"({cf:.0%} conv.)")
+            if cf >= 0.5:
+                verdicts.append(slope - 1.96 * se <= bound)
     out.append(report.check(
-        "F_n = n S_n + lambda log n + o(log n): the slope of F_n - n S_n in log n stays below the bound",
-        "thermodynamic integration from w*: " + "; ".join(slopes),
-        "slope <= bound with chains started from the prior and equilibrated (not the case here)", None))
+        "F_n = n S_n + lambda log n + o(log n) with lambda below the teacher's bound: the slope of F_n - n S_n "
+        "in log n (global, from the prior) stays below it",
+        f"slopes with 95% CI over n = {', '.join(f'{v:g}' for v in np.unique(nn[glob]))}: " + "; ".join(lines),
+        f"for every student whose TI / AIS runs converged in most seeds the CI reaches below {bound:g}; "
+        "inconclusive when none converged", all(verdicts) if verdicts else None, partly=True))
+
+    # 3. n G_n
+    parts = []
+    for d, w in sorted({(a, b) for a, b in zip(depth[glob], width[glob])}):
+        s = glob & (depth == d) & (width == w)
+        parts.append(f"{d}x{w}: " + ", ".join(f"{np.nanmean((nn * col('gen_error'))[s & (nn == v)]):.1f}"
+                                             for v in np.unique(nn[s])))
+    rh = col("gen_rhat")[glob]
+    # no verdict from G_n yet: its beta = 1 chains start from AIS particles, and a verdict needs
+    # those chains equilibrated in most rows and AIS weights that are not degenerate
+    ok3 = None
     out.append(report.check(
-        "the Bayes generalization error E[G_n] ~ lambda / n does not grow with surplus width or depth",
-        "n G_n at n = " + f"{int(n_max)}: " + "; ".join(
-            f"{int(d)} layer(s), teacher start: {np.mean(t['gen_error'][last & (t['depth'] == d) & (t['init_teacher'] == 1)] * n_max):.1f}"
-            for d in np.unique(t["depth"][last])),
-        "n G_n flat in width and depth from an equilibrated beta = 1 posterior", None))
+        "E[G_n] ~ lambda / n does not grow with surplus depth",
+        f"n G_n at n = {', '.join(f'{v:g}' for v in np.unique(nn[glob]))}: " + "; ".join(parts)
+        + f" (beta = 1 chains from AIS particles; R-hat <= 1.05 in {np.nanmean(rh <= 1.05):.0%} of rows)",
+        "n G_n flat in depth and below the bound from equilibrated beta = 1 chains; this preset's chains are "
+        "too short to judge", ok3))
     return out

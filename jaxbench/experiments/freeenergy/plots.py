@@ -57,101 +57,200 @@ def validation(results_dir):
     return plotlib.save(fig, results_dir, "lambda_validation", res.meta)
 
 
-def _fit_slope(x, y):
-    sel = np.isfinite(x) & np.isfinite(y)
+def fit_slope(logn, mean, sem):
+    """Weighted least squares of ``mean = lambda log n + c`` on seed means (weights 1 / sem^2,
+    floored at the median sem so one tiny s.e. cannot dominate). Returns (slope, slope_se,
+    intercept); slope_se from the seed-level scatter (the sems), NaN below 2 points."""
+    logn, mean, sem = (np.asarray(a, float) for a in (logn, mean, sem))
+    sel = np.isfinite(logn) & np.isfinite(mean)
     if sel.sum() < 2:
-        return np.nan, np.nan
-    a, b = np.polyfit(x[sel], y[sel], 1)
-    return a, b
+        return np.nan, np.nan, np.nan
+    x, y, s = logn[sel], mean[sel], sem[sel]
+    floor = np.nanmedian(s[s > 0]) if np.any(s > 0) else 1.0
+    w = 1.0 / np.maximum(np.where(np.isfinite(s), s, floor), floor) ** 2
+    a = np.stack([x, np.ones_like(x)], 1)
+    cov = np.linalg.inv(a.T @ (w[:, None] * a))
+    slope, icpt = cov @ (a.T @ (w * y))
+    return float(slope), float(np.sqrt(cov[0, 0])), float(icpt)
 
 
-INIT_NAMES = {0.0: "w* from random restarts", 1.0: "w* next to the embedded teacher"}
+DEPTH_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+BOUND_NOTE = "our derivation, not the paper's constant"
+
+
+def _style(ok_frac, color):
+    """Filled when most seeds passed their diagnostics, hollow and greyed otherwise."""
+    good = ok_frac >= 0.5
+    return dict(color=color, mfc=color if good else "none", mec=color, alpha=1.0 if good else 0.55)
+
+
+def _rows(t, col):
+    return np.asarray(t[col], float)
 
 
 def relu(results_dir):
-    """lambda_hat vs parameter count; F_n - n S_n vs log n; n G_n vs lambda_hat."""
+    """Figures of the free_energy sweep (issue 15): (a) F_n - n S_n vs log n with fitted slopes
+    and the bound; (b) slope / local lambda vs parameter count; (c) n G_n vs n; (d) diagnostics;
+    (e) random-restart minima apart. Points whose diagnostics failed in most seeds are hollow."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     res = store.load(results_dir)
     t, meta = res.table, res.meta
-    ok = ~np.asarray(t["diverged"], bool)
     paths = []
-    depths = sorted(np.unique(t["depth"]))
-    inits = sorted(np.unique(np.asarray(t["init_teacher"], float)))
-    cmap = {d: c for d, c in zip(depths, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])}
-    bound = float(np.asarray(t["bound"], float)[0])
-    n_all = np.asarray(t["n_used"], float)
-    n_top = np.nanmax(n_all)
-    init = np.asarray(t["init_teacher"], float)
+    depth, width = _rows(t, "depth").astype(int), _rows(t, "width").astype(int)
+    nn = _rows(t, "n_used")
+    glob = _rows(t, "global_fe") == 1
+    loc = _rows(t, "local") == 1
+    bound = float(_rows(t, "bound")[0])
+    cmap = {d: DEPTH_COLORS[(d - 1) % len(DEPTH_COLORS)] for d in np.unique(depth)}
+    students_g = sorted({(d, w) for d, w in zip(depth[glob], width[glob])})
 
-    # 1. lambda_hat versus the student's parameter count at the largest n
-    fig, ax = plotlib.figure(1, 1, width=4.6, height=3.6)
-    for it in inits:
-        for d in depths:
-            sel = ok & (t["depth"] == d) & (n_all == n_top) & (init == it)
-            keys, mean, sem, _ = plotlib.aggregate(t, ["num_params"], "lambda_hat", where=sel)
-            ax.errorbar([k[0] for k in keys], mean, yerr=sem, fmt="o-" if it == 0 else "s--", color=cmap[d],
-                        capsize=2, mfc=cmap[d] if it == 0 else "none",
-                        label=f"{d} hidden layer{'s' if d > 1 else ''}, {INIT_NAMES[it]}")
-    p = np.unique(np.asarray(t["num_params"], float))
-    ax.plot(p, p / 2, "k:", lw=1, label="d/2 (regular count)")
-    ax.axhline(bound, color="crimson", lw=1.2, label=f"teacher bound (H*(d+1)+1)/2 = {bound:g}")
+    # (a) F_n - n S_n vs log n, TI and AIS, per global student
+    fig, axes = plotlib.figure(1, 2, width=4.4, height=3.8, sharey=True)
+    axes = np.atleast_2d(axes)
+    for ax, (col, conv, name) in zip(axes[0], (("f_ti", "ti_converged", "thermodynamic integration"),
+                                               ("f_ais", "ais_converged", "AIS from the prior (upper bound)"))):
+        excess = dict(t, excess=_rows(t, col) - _rows(t, "ns_n"), ok=_rows(t, conv))
+        anchor = None
+        for d, w in students_g:
+            sel = glob & (depth == d) & (width == w)
+            keys, mean, sem, _ = plotlib.aggregate(excess, ["n_used"], "excess", where=sel)
+            _, okf, _, _ = plotlib.aggregate(excess, ["n_used"], "ok", where=sel)
+            x = np.log([k[0] for k in keys])
+            slope, se, icpt = fit_slope(x, mean, sem)
+            ax.plot(x, slope * x + icpt, "-", lw=0.8, color=cmap[d])
+            for xi, mi, si, oi in zip(x, mean, sem, okf):
+                ax.errorbar([xi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, cmap[d]))
+            ax.plot([], [], "o-", color=cmap[d], label=f"{d} x {w}: slope {slope:.1f} ± {1.96 * se:.1f} (95%)")
+            anchor = (x, mean) if anchor is None else anchor
+        if anchor is not None:     # the bound's slope, through the first student's first point
+            x0, m0 = anchor
+            ax.plot(x0, m0[0] + bound * (x0 - x0[0]), color="crimson", ls=":", lw=1.5,
+                    label=f"slope {bound:g} = (H(d+1)+1)/2\n({BOUND_NOTE})")
+        ax.plot([], [], "o", mfc="none", mec="0.3", color="0.3", label="hollow: diagnostics failed in most seeds")
+        ax.set_xlabel("log n")
+        ax.set_title(name, fontsize=8)
+        ax.legend(fontsize=5.5, loc="upper left")
+    axes[0, 0].set_ylabel("F_n - n S_n (mean over seeds ± s.e.)")
+    paths += plotlib.save(fig, results_dir, "free_energy_vs_logn", meta)
+
+    # (b) local lambda_hat and global slopes vs parameter count
+    fig, ax = plotlib.figure(1, 1, width=7.0, height=3.8)
+    n_loc = np.nanmax(nn[loc]) if loc.any() else np.nan
+    tl = dict(t, ok=_rows(t, "converged"))
+    for d in sorted(cmap):
+        sel = loc & (depth == d) & (nn == n_loc)
+        keys, mean, sem, _ = plotlib.aggregate(tl, ["num_params"], "lambda_hat", where=sel)
+        _, okf, _, _ = plotlib.aggregate(tl, ["num_params"], "ok", where=sel)
+        p = [k[0] for k in keys]
+        ax.plot(p, mean, "-", lw=0.8, color=cmap[d])
+        for pi, mi, si, oi in zip(p, mean, sem, okf):
+            ax.errorbar([pi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, cmap[d]))
+        ax.plot([], [], "o-", color=cmap[d], label=f"local lambda_hat, {d} hidden layer{'s' if d > 1 else ''}")
+        for dd, w in students_g:
+            if dd != d:
+                continue
+            sel = glob & (depth == d) & (width == w)
+            for col, conv, mk, shift in (("f_ti", "ti_converged", "s", 1.08), ("f_ais", "ais_converged", "D", 1.16)):
+                ex = dict(t, excess=_rows(t, col) - _rows(t, "ns_n"))
+                keys, mean, sem, _ = plotlib.aggregate(ex, ["n_used"], "excess", where=sel)
+                slope, se, _ = fit_slope(np.log([k[0] for k in keys]), mean, sem)
+                okf = np.mean(_rows(t, conv)[sel])
+                pp = float(_rows(t, "num_params")[sel][0])
+                ax.errorbar([pp * shift], [slope], yerr=[1.96 * se], fmt=mk, ms=5, capsize=2, **_style(okf, cmap[d]))
+    ax.plot([], [], "s", color="0.3", mfc="none", label="slope of F_n - n S_n in log n, TI (95% CI)")
+    ax.plot([], [], "D", color="0.3", mfc="none", label="the same, AIS from the prior")
+    pall = np.unique(_rows(t, "num_params"))
+    ax.plot(pall, pall / 2, "k:", lw=1, label="d/2 (regular count)")
+    ax.axhline(bound, color="crimson", lw=1.2, label=f"(H(d+1)+1)/2 = {bound:g} ({BOUND_NOTE})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(ScalarFormatter())
-        axis.set_minor_formatter(NullFormatter())  # minor labels on a 1-2 decade axis collide
-    ax.set_xticks([v for v in (10, 20, 50, 100, 200, 500) if p.min() / 1.5 <= v <= p.max() * 1.5])
-    ax.set_xlabel("student parameter count d (widths 3, 6, 12)")
-    ax.set_ylabel(f"lambda_hat at n = {n_top:g} (± s.e. over seeds)")
-    ax.set_title("local learning coefficient of ReLU students")
-    ax.legend(fontsize=5.5)
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("student parameter count d")
+    ax.set_ylabel(f"lambda (local: at n = {n_loc:g}; global: slope over n)")
+    ax.set_title("learning coefficient vs student size (hollow: not converged in most seeds)", fontsize=8)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     paths += plotlib.save(fig, results_dir, "lambda_vs_params", meta)
 
-    # 2. F_n - n S_n versus log n: WBIC for every student, TI where computed; one panel per w* choice
-    fig, axes = plotlib.figure(1, len(inits), width=4.4, height=3.8, sharey=True)
-    axes = np.atleast_2d(axes)
-    archs = sorted({(int(t["depth"][i]), int(t["width"][i])) for i in np.flatnonzero(ok)})
-    xs = np.log(np.unique(n_all))
-    for ax, it in zip(axes[0], inits):
-        for d, w in archs:
-            sel = ok & (t["depth"] == d) & (t["width"] == w) & (init == it)
-            for col, fmt, lw in (("wbic", "o-", 0.9), ("f_ti", "s-", 2.2)):
-                vals = np.asarray(t[col], float) - np.asarray(t["ns_n"], float)
-                if not np.isfinite(vals[sel]).any():
-                    continue
-                keys, mean, sem, _ = plotlib.aggregate(dict(t, excess=vals), ["n_used"], "excess", where=sel)
-                x = np.log([k[0] for k in keys])
-                slope, _ = _fit_slope(x, mean)
-                name = "WBIC" if col == "wbic" else "TI"
-                ax.errorbar(x, mean, yerr=sem, fmt=fmt, ms=3, lw=lw, color=cmap[d],
-                            alpha=1.0 if col == "f_ti" else 0.3 + 0.7 * (w == archs[0][1]),
-                            label=f"{name} L={d} w={w}: slope {slope:.1f}")
-        ax.plot(xs, bound * xs, color="crimson", lw=1, ls=":", label=f"{bound:g} log n (bound)")
-        ax.set_xlabel("log n")
-        ax.set_title(INIT_NAMES[it], fontsize=8)
-        ax.legend(fontsize=4.5, ncols=2)
-    axes[0, 0].set_ylabel("F_n - n S_n (± s.e. over seeds)")
-    paths += plotlib.save(fig, results_dir, "free_energy_vs_logn", meta)
+    # (c) n G_n vs n
+    fig, ax = plotlib.figure(1, 1, width=4.4, height=3.4)
+    tg = dict(t, ng=nn * _rows(t, "gen_error"), ok=(_rows(t, "gen_rhat") <= 1.05).astype(float))
+    for d, w in students_g:
+        sel = glob & (depth == d) & (width == w)
+        keys, mean, sem, _ = plotlib.aggregate(tg, ["n_used"], "ng", where=sel)
+        _, okf, _, _ = plotlib.aggregate(tg, ["n_used"], "ok", where=sel)
+        x = [k[0] for k in keys]
+        ax.plot(x, mean, "-", lw=0.8, color=cmap[d])
+        for xi, mi, si, oi in zip(x, mean, sem, okf):
+            ax.errorbar([xi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, cmap[d]))
+        ax.plot([], [], "o-", color=cmap[d], label=f"{d} x {w}")
+    ax.axhline(bound, color="crimson", lw=1, label=f"{bound:g} ({BOUND_NOTE})")
+    ax.set_xscale("log")
+    ax.set_xlabel("n")
+    ax.set_ylabel("n G_n (mean over seeds ± s.e.)")
+    ax.set_title("Bayes generalization error (hollow: R-hat > 1.05)", fontsize=8)
+    ax.legend(fontsize=5.5)
+    paths += plotlib.save(fig, results_dir, "gen_error_vs_n", meta)
 
-    # 3. n E[G_n] versus lambda_hat, one point per (student, n, w* choice), mean over seeds
-    fig, ax = plotlib.figure(1, 1, width=4.4, height=3.6)
-    t4 = dict(t, ng=n_all * np.asarray(t["gen_error"], float))
-    for it in inits:
-        for d in depths:
-            sel = ok & (t["depth"] == d) & (init == it)
-            k1, lam, lam_se, _ = plotlib.aggregate(t4, ["width", "n_used"], "lambda_hat", where=sel)
-            _, ng, ng_se, _ = plotlib.aggregate(t4, ["width", "n_used"], "ng", where=sel)
-            sizes = 6 + 14 * np.log2(np.array([k[1] for k in k1]) / np.min(n_all))
-            ax.errorbar(lam, ng, xerr=lam_se, yerr=ng_se, fmt="none", ecolor=cmap[d], alpha=0.4, lw=0.7)
-            ax.scatter(lam, ng, s=sizes, color=cmap[d] if it == 0 else "none", edgecolors=cmap[d],
-                       marker="o" if it == 0 else "s", label=f"depth {d}, {INIT_NAMES[it]}", alpha=0.85)
-    lim = np.nanmax(np.asarray(t["lambda_hat"], float)[ok]) * 1.1
-    ax.plot([0, lim], [0, lim], "k--", lw=1, label="n E[G_n] = lambda_hat")
-    ax.axhline(bound, color="crimson", lw=1, label="teacher bound")
-    ax.set_xlabel("lambda_hat (± s.e. over seeds)")
-    ax.set_ylabel("n E[G_n] (mean over seeds ± s.e.)")
-    ax.set_title("Bayes generalization error (marker size: n)")
-    ax.legend(fontsize=5)
-    paths += plotlib.save(fig, results_dir, "gen_error_vs_lambda", meta)
+    # (d) diagnostics of the local estimates (and TI / AIS), per row, against their thresholds
+    from jaxbench.mcmc_diagnostics import THRESHOLDS
+    panels = [("rhat", "split R-hat (LLC)", THRESHOLDS["rhat_max"], "linear"),
+              ("ess", "ESS (LLC)", THRESHOLDS["ess_min"], "log"),
+              ("accept", "MALA acceptance (LLC)", THRESHOLDS["accept_min"], "linear"),
+              ("split_z", "split-half z (LLC)", THRESHOLDS["z_max"], "linear"),
+              ("plateau_z", "gamma-plateau z (LLC)", THRESHOLDS["z_max"], "linear"),
+              ("var_rel", "nbeta^2 Var / lambda_hat - 1", THRESHOLDS["var_rel_max"], "linear"),
+              ("grad_norm", "|grad L_n(w*)|", 1e-4, "log"),
+              ("teacher_gap", "n (L_n(teacher) - L_n(w*))", None, "linear"),
+              ("ti_rhat", "R-hat of TI's beta = 1 rung", THRESHOLDS["rhat_max"], "linear"),
+              ("ais_weight_ess", "AIS weight ESS (of particles)", None, "log")]
+    fig, axes = plotlib.figure(2, 5, width=2.3, height=2.0)
+    pcount = _rows(t, "num_params")
+    for ax, (col, title, thr, scale) in zip(axes.ravel(), panels):
+        v = _rows(t, col)
+        for d in sorted(cmap):
+            sel = (depth == d) & np.isfinite(v)
+            ax.scatter(pcount[sel] * np.exp(0.05 * np.random.default_rng(d).standard_normal(sel.sum())), v[sel],
+                       s=6, color=cmap[d], alpha=0.7, label=f"{d} hidden" if col == "rhat" else None)
+        if thr is not None:
+            for th in ((thr, -thr) if col == "var_rel" else (thr,)):
+                ax.axhline(th, color="crimson", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if scale == "log":
+            ax.set_yscale("log")
+        shown = np.unique(pcount[np.isfinite(v)])
+        if 0 < shown.size <= 5 and shown.max() / shown.min() < 10:    # no decade tick in range: label the points
+            ax.set_xticks(shown)
+        ax.set_title(title, fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes[1]:
+        ax.set_xlabel("parameter count", fontsize=7)
+    axes[0, 0].legend(fontsize=5)
+    paths += plotlib.save(fig, results_dir, "diagnostics", meta)
+
+    # (e) random-restart minima, apart: not the theorem's true parameters
+    rr = np.isfinite(_rows(t, "rr_teacher_gap"))
+    if rr.any():
+        fig, axes = plotlib.figure(1, 2, width=3.4, height=3.0)
+        for ax, (a, b, lab) in zip(axes[0], (("rr_teacher_gap", "teacher_gap", "n (L_n(teacher) - L_n(w*))"),
+                                             ("rr_test_mse", "test_mse", "test MSE of w* vs f*"))):
+            for d in sorted(cmap):
+                sel = rr & (depth == d)
+                ax.scatter(pcount[sel], _rows(t, a)[sel], s=10, marker="x", color=cmap[d],
+                           label=f"random restarts, {d} hidden" if a == "rr_teacher_gap" else None)
+                sel2 = sel & np.isfinite(_rows(t, b))
+                ax.scatter(pcount[sel2], _rows(t, b)[sel2], s=10, marker="o", facecolors="none", edgecolors=cmap[d])
+            ax.scatter([], [], s=10, marker="o", facecolors="none", edgecolors="0.3",
+                       label="embedded teacher, descended" if a == "rr_teacher_gap" else None)
+            ax.set_xscale("log")
+            ax.set_yscale("log" if a == "rr_test_mse" else "symlog", **({} if a == "rr_test_mse" else {"linthresh": 10.0}))
+            ax.set_xlabel("parameter count")
+            ax.set_ylabel(lab)
+        axes[0, 0].legend(fontsize=5)
+        fig.suptitle("overfit minima from random restarts (not part of the claim)", fontsize=8)
+        paths += plotlib.save(fig, results_dir, "overfit_minima", meta)
     return paths
