@@ -84,6 +84,18 @@ def _style(ok_frac, color):
     return dict(color=color, mfc=color if good else "none", mec=color, alpha=1.0 if good else 0.55)
 
 
+def _series(ax, t, x, value, where, color, label):
+    """Mean +- s.e. over seeds of ``value`` against ``x`` (a line), each point drawn by `_style`
+    from the share of its rows with ``t["ok"]`` (1 = passed its diagnostics)."""
+    keys, mean, sem, _ = plotlib.aggregate(t, [x], value, where=where)
+    _, okf, _, _ = plotlib.aggregate(t, [x], "ok", where=where)
+    xs = [k[0] for k in keys]
+    ax.plot(xs, mean, "-", lw=0.8, color=color)
+    for xi, mi, si, oi in zip(xs, mean, sem, okf):
+        ax.errorbar([xi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, color))
+    ax.plot([], [], "o-", color=color, label=label)
+
+
 def _rows(t, col):
     return np.asarray(t[col], float)
 
@@ -140,13 +152,8 @@ def relu(results_dir):
     tl = dict(t, ok=_rows(t, "converged"))
     for d in sorted(cmap):
         sel = loc & (depth == d) & (nn == n_loc)
-        keys, mean, sem, _ = plotlib.aggregate(tl, ["num_params"], "lambda_hat", where=sel)
-        _, okf, _, _ = plotlib.aggregate(tl, ["num_params"], "ok", where=sel)
-        p = [k[0] for k in keys]
-        ax.plot(p, mean, "-", lw=0.8, color=cmap[d])
-        for pi, mi, si, oi in zip(p, mean, sem, okf):
-            ax.errorbar([pi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, cmap[d]))
-        ax.plot([], [], "o-", color=cmap[d], label=f"local lambda_hat, {d} hidden layer{'s' if d > 1 else ''}")
+        _series(ax, tl, "num_params", "lambda_hat", sel, cmap[d],
+                f"local lambda_hat, {d} hidden layer{'s' if d > 1 else ''}")
         for dd, w in students_g:
             if dd != d:
                 continue
@@ -179,13 +186,7 @@ def relu(results_dir):
     tg = dict(t, ng=nn * _rows(t, "gen_error"), ok=(_rows(t, "gen_rhat") <= 1.05).astype(float))
     for d, w in students_g:
         sel = glob & (depth == d) & (width == w)
-        keys, mean, sem, _ = plotlib.aggregate(tg, ["n_used"], "ng", where=sel)
-        _, okf, _, _ = plotlib.aggregate(tg, ["n_used"], "ok", where=sel)
-        x = [k[0] for k in keys]
-        ax.plot(x, mean, "-", lw=0.8, color=cmap[d])
-        for xi, mi, si, oi in zip(x, mean, sem, okf):
-            ax.errorbar([xi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, cmap[d]))
-        ax.plot([], [], "o-", color=cmap[d], label=f"{d} x {w}")
+        _series(ax, tg, "n_used", "ng", sel, cmap[d], f"{d} x {w}")
     ax.axhline(bound, color="crimson", lw=1, label=f"{bound:g} ({BOUND_NOTE})")
     ax.set_xscale("log")
     ax.set_xlabel("n")
