@@ -176,7 +176,7 @@ def _rates_figure(t, arrays, gf, meta, out):
         ax.scatter(np.maximum(1 - r2p[s], 1e-6), np.maximum(1 - r2e[s], 1e-6), s=6, color=color, label=name)
     ax.plot([1e-6, 1], [1e-6, 1], "k--", lw=0.8)
     ax.text(0.03, 0.97, "power law fits better", fontsize=6, va="top", transform=ax.transAxes)
-    ax.text(0.97, 0.03, "exponential fits better", fontsize=6, ha="right", transform=ax.transAxes)
+    ax.text(0.62, 0.03, "exponential fits better", fontsize=6, ha="center", transform=ax.transAxes)  # left of the runs
     ax.set(xscale="log", yscale="log", xlim=(1e-6, 1), ylim=(1e-6, 1), xlabel="1 - R^2, power-law fit",
            ylabel="1 - R^2, exponential fit")
     ax.set_title("goodness of fit, each run (floored at 1e-6)", fontsize=8)
