@@ -86,6 +86,7 @@ seeds = 8
 [fixed]
 n = 32
 d = 16
+pad = 256
 [grid]
 width = [256]
 depth = [4]

@@ -2,6 +2,7 @@
 the infinite-width kernels against hand-computed arc-cosine values, 1-D quadrature and wide
 networks, vmap over variants, flax models, memory bounds and bad input."""
 
+import dataclasses
 import functools
 import json
 import math
@@ -388,3 +389,40 @@ def test_ntk_convergence_params_reject_bad_values():
     # the slope fit recovers a known power law
     w = np.array([32, 64, 128, 256] * 3, float)
     assert abs(ntk_convergence.fit_slope(w, 3.0 * w**-0.5)[0] + 0.5) < 1e-12
+
+
+@pytest.mark.parametrize("depth,width,pad", [(2, 8, 32), (3, 5, 16), (4, 16, 16)])
+def test_ntk_convergence_padded_kernels_are_the_unpadded_networks(depth, width, pad):
+    """The width-traced variant (a pad-wide network with dead units, live fan-in in the scaling)
+    computes exactly the width-``width`` MLP's kernels, float64, by all three methods."""
+    import types
+
+    from jaxbench.experiments.ntk import convergence as conv
+
+    with jax.enable_x64(True):
+        s = types.SimpleNamespace(depth=depth, pad=pad, n=7, d=5, w_std=math.sqrt(2.0), b_std=0.1)
+        w = jnp.asarray(width)
+        x = jax.random.normal(jax.random.PRNGKey(0), (7, 5))
+        padded = conv.init_padded(jax.random.PRNGKey(depth), s, w)
+        spec = mlp.MLPSpec(5, (width,) * (depth - 1), 1, activation="relu", w_std=s.w_std, b_std=s.b_std)
+        std = dataclasses.replace(spec, parametrization="standard")
+        cut = [{"w": p["w"][: (5 if l == 0 else width), : (1 if l == depth - 1 else width)],
+                "b": p["b"][: (1 if l == depth - 1 else width)]} for l, p in enumerate(padded)]
+        cut_std = [{"w": p["w"] * (s.w_std / math.sqrt(p["w"].shape[0])), "b": p["b"] * s.b_std} for p in cut]
+        want = (ntk.empirical_ntk(functools.partial(mlp.apply, spec), cut, x, method="jacobian"),
+                ntk.empirical_ntk(functools.partial(mlp.apply, std), cut_std, x, method="jacobian"),
+                s.w_std**2 * mlp.hidden(spec, cut, x)[-1] @ mlp.hidden(spec, cut, x)[-1].T / width + s.b_std**2)
+        for method in ("structured", "jacobian", "jvp_vjp"):
+            got = conv.empirical_kernels(types.SimpleNamespace(**vars(s), method=method), w, padded, x)
+            for g, ref in zip(got, want):
+                np.testing.assert_allclose(g, ref, rtol=1e-12, atol=1e-12)
+        assert float(jnp.max(jnp.abs(conv.apply_padded(s, w, padded, x) - mlp.apply(spec, cut, x)))) < 1e-13
+
+
+def test_ntk_convergence_rejects_a_width_above_pad(tmp_path):
+    from jaxbench import sweep
+
+    f = tmp_path / "s.toml"
+    f.write_text('experiment = "ntk_convergence"\n[fixed]\npad = 64\n[grid]\nwidth = [32, 128]\ndepth = [2]\n')
+    with pytest.raises(sweep.SweepError, match="width 128 exceeds pad=64"):
+        sweep.load(f)

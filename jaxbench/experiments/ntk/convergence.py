@@ -16,9 +16,15 @@ conditional covariance of the output pre-activation given the last hidden layer,
 ``w_std^2 <x^{L-1}, x'^{L-1}> / width + b_std^2``. The same draw, rescaled to the standard
 parametrization (the identical function), gives ``ntk_err_standard``: there the NTK grows with
 width, so ``Theta_inf`` is its large-width equivalent at the same widths
-(`relu_ntk(parametrization="standard", widths=...)`). Both parametrizations come from one
-variant so they share a compilation (one per width and depth). Also recorded: the largest
-entrywise error, the ratio of traces and the smallest eigenvalues of both Gram matrices.
+(`relu_ntk(parametrization="standard", widths=...)`). Also recorded: the largest entrywise
+error, the ratio of traces and the smallest eigenvalues of both Gram matrices.
+
+One compilation per depth: the width is traced. Every network is built at the static ``pad``
+width with the units beyond ``width`` zero (weights in and out, biases), and the NTK scaling
+uses the live width as fan-in, so each variant computes exactly the width-``width`` network's
+kernels (tested in float64 against `jaxbench.ntk.empirical_ntk` on the unpadded MLP). The
+narrow widths pay the padded width's FLOPs, which at these sizes cost less than the
+compilations they save (`benchmarks/RESULTS.md`, compilation share).
 
 The figure `ntk_convergence.png` plots error against width on log-log axes (mean +- s.e.m. over
 seeds) and the least-squares slope of log error on log width per depth; the slopes are also
@@ -27,7 +33,6 @@ written to ``slopes.json``.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -45,7 +50,8 @@ METRICS = {"ntk_err": "NTK, NTK parametrization", "ntk_err_standard": "NTK, stan
            "nngp_err": "NNGP (either parametrization)"}
 
 PARAMS = {
-    "width": positive(int, 256),
+    "width": positive(int, 256, kind="traced"),
+    "pad": positive(int, 2048),
     "depth": Param("static", int, 3, lambda v: v >= 2, "must be >= 2 (dense layers; 2 = one hidden layer)"),
     "n": Param("static", int, 32, lambda v: v >= 2, "must be >= 2"),
     "d": positive(int, 16),
@@ -55,32 +61,104 @@ PARAMS = {
 }
 
 
-def spec_of(static, parametrization="ntk") -> mlp.MLPSpec:
-    return mlp.MLPSpec(static.d, (static.width,) * (static.depth - 1), 1, activation="relu",
-                       parametrization=parametrization, w_std=static.w_std, b_std=static.b_std)
+def check(v):
+    if v.width > v.pad:
+        raise ValueError(f"width {v.width} exceeds pad={v.pad}: set pad >= the widest width")
+
+
+def init_padded(key, s, width):
+    """`jaxbench.mlp.init`'s N(0, 1) weights and biases at the padded shape ``d -> pad x (depth-1)
+    -> 1``, zero outside the leading ``width`` hidden units: ``[{"w": (n_l, n_{l+1}), "b": (n_{l+1},)}]``."""
+    dims = (s.d,) + (s.pad,) * (s.depth - 1) + (1,)
+    params = mlp.init(mlp.MLPSpec(s.d, dims[1:-1], 1, activation="relu", w_std=s.w_std, b_std=s.b_std), key)
+    live = jnp.arange(s.pad) < width
+    out = []
+    for l, p in enumerate(params):
+        rows = live if l > 0 else jnp.ones(dims[l], bool)
+        cols = live if l < s.depth - 1 else jnp.ones(1, bool)
+        out.append({"w": p["w"] * (rows[:, None] & cols[None, :]), "b": p["b"] * cols})
+    return out
+
+
+def fan_ins(s, width, dtype):
+    """Fan-in ``n_l`` of each dense layer: d, then the (traced) hidden width."""
+    return [jnp.asarray(s.d, dtype)] + [width.astype(dtype)] * (s.depth - 1)
+
+
+def apply_padded(s, width, params, x, parametrization="ntk"):
+    """`jaxbench.mlp.apply` for a padded network (`init_padded`): the fan-in in the NTK scaling is
+    the live width, not the padded one, so the function is that of the width-``width`` MLP.
+    ``parametrization="standard"``: ``params`` already hold the scales (``h = x W + b``)."""
+    h = x
+    for l, (p, n_l) in enumerate(zip(params, fan_ins(s, width, x.dtype))):
+        if parametrization == "ntk":
+            h = (s.w_std / jnp.sqrt(n_l)) * h @ p["w"] + s.b_std * p["b"]
+        else:
+            h = h @ p["w"] + p["b"]
+        h = jax.nn.relu(h) if l < s.depth - 1 else h
+    return h
+
+
+def structured_kernels(s, width, params, x):
+    """Exact empirical NTKs of the padded network in both parametrizations and its empirical NNGP,
+    each ``(n, n)``, from per-layer features (the "structured" method of `jaxbench.ntk`, written
+    here with the live fan-in): ``Theta = sum_l (c_l^2 <x^l, x'^l> + b_std^2) <g_l, g_l'>`` with
+    ``c_l = w_std / sqrt(n_l)`` and ``g_l = df/dh^{l+1}``; the standard parametrization's
+    parameters are ``c_l W^l, b_std b^l``, so its kernel is ``sum_l (<x^l, x'^l> + 1) <g_l, g_l'>``.
+    Padded units have zero weights in and out, hence zero features: they add nothing."""
+    fans = fan_ins(s, width, x.dtype)
+
+    def forward(eps):  # eps_l is added to the hidden pre-activation h^{l+1}: d f / d eps_l = g_l
+        inputs, h = [], x
+        for l, (p, n_l) in enumerate(zip(params, fans)):
+            inputs.append(h)
+            z = (s.w_std / jnp.sqrt(n_l)) * h @ p["w"] + s.b_std * p["b"]
+            h = jax.nn.relu(z + eps[l]) if l < s.depth - 1 else z
+        return h[:, 0], inputs
+
+    eps = [jnp.zeros((x.shape[0], s.pad), x.dtype) for _ in range(s.depth - 1)]
+    out, vjp, inputs = jax.vjp(forward, eps, has_aux=True)
+    (sens,) = vjp(jnp.ones_like(out))
+    sens = list(sens) + [jnp.ones((x.shape[0], 1), x.dtype)]  # output layer: g = 1
+    ntk_k = ntk_std = 0.0
+    for h, g, n_l in zip(inputs, sens, fans):
+        gram_x, gram_g = h @ h.T, g @ g.T
+        ntk_k = ntk_k + (s.w_std**2 / n_l * gram_x + s.b_std**2) * gram_g
+        ntk_std = ntk_std + (gram_x + 1.0) * gram_g
+    nngp = s.w_std**2 * inputs[-1] @ inputs[-1].T / fans[-1] + s.b_std**2
+    return ntk_k, ntk_std, nngp
+
+
+def empirical_kernels(s, width, params, x):
+    """``(ntk, ntk_standard, nngp)`` by ``s.method``: "structured" (`structured_kernels`) or an
+    `jaxbench.ntk.empirical_ntk` method applied to `apply_padded` (an independent computation)."""
+    if s.method == "structured":
+        return structured_kernels(s, width, params, x)
+    params_std = [{"w": p["w"] * (s.w_std / jnp.sqrt(n_l)), "b": p["b"] * s.b_std}
+                  for p, n_l in zip(params, fan_ins(s, width, x.dtype))]
+    emp = ntk.empirical_ntk(lambda p, z: apply_padded(s, width, p, z), params, x, method=s.method)
+    emp_std = ntk.empirical_ntk(lambda p, z: apply_padded(s, width, p, z, "standard"), params_std, x, method=s.method)
+    h = x
+    for l, p in enumerate(params[:-1]):  # the last hidden layer, for the NNGP
+        h = jax.nn.relu((s.w_std / jnp.sqrt(fan_ins(s, width, x.dtype)[l])) * h @ p["w"] + s.b_std * p["b"])
+    return emp, emp_std, s.w_std**2 * h @ h.T / width.astype(x.dtype) + s.b_std**2
 
 
 def run_one(static, traced, key) -> dict:
-    """One seed: relative distances of the empirical NTK / NNGP at init to their limits."""
-    del traced  # only the seed varies, through key
-    spec, std = spec_of(static), spec_of(static, "standard")
+    """One seed at one width: relative distances of the empirical NTK / NNGP at init to their limits."""
+    s, width = static, traced["width"]
     kx, kp = jax.random.split(key)
-    x = data.sphere(kx, static.n, static.d)
-    params = mlp.init(spec, kp)
-    emp = ntk.empirical_ntk(functools.partial(mlp.apply, spec), params, x, method=static.method)
-    inf = ntk.relu_ntk(x, spec=spec)
-    # the same network in the standard parametrization: fold the scales into the parameters
-    params_std = [{"w": p["w"] * (spec.w_std / math.sqrt(p["w"].shape[0])), "b": p["b"] * spec.b_std}
-                  for p in params]
-    emp_std = ntk.empirical_ntk(functools.partial(mlp.apply, std), params_std, x, method=static.method)
-    h = mlp.hidden(spec, params, x)[-1]
-    emp_nngp = spec.w_std**2 * h @ h.T / static.width + spec.b_std**2
-    inf_nngp = ntk.relu_nngp(x, spec=spec)
+    x = data.sphere(kx, s.n, s.d)  # the same points for every width of a seed
+    params = init_padded(jax.random.fold_in(kp, width), s, width)  # independent weights per width
+    emp, emp_std, emp_nngp = empirical_kernels(s, width, params, x)
+    conv = dict(depth=s.depth, w_std=s.w_std, b_std=s.b_std)
+    inf = ntk.relu_ntk(x, **conv)
+    inf_std = ntk.relu_ntk(x, parametrization="standard", widths=(width.astype(x.dtype),) * (s.depth - 1), **conv)
     rel = lambda a, b: jnp.linalg.norm(a - b) / jnp.linalg.norm(b)  # noqa: E731
     return {
         "ntk_err": rel(emp, inf),
-        "ntk_err_standard": rel(emp_std, ntk.relu_ntk(x, spec=std)),
-        "nngp_err": rel(emp_nngp, inf_nngp),
+        "ntk_err_standard": rel(emp_std, inf_std),
+        "nngp_err": rel(emp_nngp, ntk.relu_nngp(x, **conv)),
         "ntk_err_max": jnp.max(jnp.abs(emp - inf)) / jnp.max(jnp.abs(inf)),
         "trace_ratio": jnp.trace(emp) / jnp.trace(inf),
         "min_eig_emp": ntk.min_eigenvalue(emp),
