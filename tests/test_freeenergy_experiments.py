@@ -39,6 +39,32 @@ def test_reduced_rank_lambda_hat_sampler_and_statistical_check():
         assert out[k].shape == (2,), k
 
 
+@pytest.mark.parametrize("depth,dims", [(1, (4, 2)), (2, (3, 2, 4)), (5, (3, 4, 2, 4, 3, 3))])
+def test_sufficient_statistic_loss_is_the_per_example_loss(depth, dims):
+    """The loss the estimators see (`stats_nll_fn`: L_n from X^T X / n, the least-squares fit and
+    its residual) equals the mean per-example loss (`nll_fn`) at any parameters, gradient
+    included (float64)."""
+    with jax.enable_x64(True):
+        pad = max(dims) + 1
+        s = dataclasses.make_dataclass("S", ["pad", "depth"], frozen=True)(pad, depth)
+        d = jnp.asarray(dims)
+        masks = lambda_validation._masks(s, d)
+        in_mask = (jnp.arange(pad) < dims[0]).astype(jnp.float64)
+        k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
+        x = jax.random.normal(k1, (500, pad), jnp.float64) * in_mask
+        truth = lambda_validation.truth(s, d, 1, k2)
+        y = lambda_validation.nll_apply(truth, masks, x) + jax.random.normal(k3, (500, pad), jnp.float64)
+        per_example = lambda p: jnp.mean(lambda_validation.nll_fn(masks, pad)(p, (x, y)))
+        stats = lambda_validation.sufficient_stats(x, y, in_mask, pad)
+        suff = lambda p: jnp.sum(jnp.full((1,), 500.0) * lambda_validation.stats_nll_fn(masks)(p, stats)) / 500
+        for k in range(3):
+            p = [0.5 * jax.random.normal(jax.random.fold_in(jax.random.key(k), l), (pad, pad), jnp.float64)
+                 for l in range(depth)]
+            np.testing.assert_allclose(suff(p), per_example(p), rtol=1e-12)
+            for a, b in zip(jax.grad(suff)(p), jax.grad(per_example)(p)):
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("width,depth", [(3, 1), (6, 2), (12, 3), (24, 4)])
 def test_sweep_embedding_is_the_teacher(width, depth):
     """The experiment's embedded start (float32, as the sweep runs it) computes its own teacher
