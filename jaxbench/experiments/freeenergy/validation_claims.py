@@ -70,7 +70,7 @@ def claims(results_dir) -> list[report.Check]:
             what = ("noise-free data, w* = truth" if check == "sampler" else "noisy data, w* = find_minimum")
             measured = (f"{len(sel) - len(bad)}/{len(sel)} cases within ±{BANDS[check]:.0%}; worst {worst['label']}: "
                         f"{worst['mean']:.3g} ± {worst['se']:.2g} vs {worst['lambda']:.3g} ({worst['rel_err']:+.1%})"
-                        + (f"; outside: {', '.join(c['label'] for c in bad)}" if bad else "")
+                        + (f"; outside: {_outside(bad)}" if bad else "")
                         + f"; max s.e./lambda {max(c['se'] / c['lambda'] for c in sel):.1%}")
             criterion = (f"every case |mean lambda_hat / lambda - 1| <= {BANDS[check]:.0%}"
                          + (" (or vs lambda - (m-1)/log(nbeta) where m > 1)" if check == "sampler" else "")
@@ -93,6 +93,10 @@ def claims(results_dir) -> list[report.Check]:
         f"{conv.sum()}/{conv.size} runs converged; failing most often: {_most_failing(t)}",
         "all runs converged (reproduced), >= 75% (partly)", bool(conv.all()), partly=conv.mean() >= 0.75))
     return rows
+
+
+def _outside(bad) -> str:
+    return ", ".join(f"{c['label']} {c['rel_err']:+.1%} ({c['flagged']}/{c['seeds']} seeds flagged)" for c in bad)
 
 
 def _most_failing(t) -> str:
