@@ -145,3 +145,12 @@ def test_committed_validation_results_hit_the_closed_forms(root):
     for c in cases:
         if SHORTFALLS(c) and not lc.within(c):
             assert c["flagged"] >= c["seeds"] / 2, (c["check"], c["label"], c["n"], c["flagged"])
+
+
+def test_every_free_energy_preset_loads(root):
+    """Each preset of sweeps/free_energy.toml expands (no compilation): the paper preset once did
+    not, its [zip] mixing the default's 20-long lists with its own 5-long ones."""
+    from jaxbench import sweepfile
+    sizes = {s: len(sweepfile.load(root / "sweeps" / "free_energy.toml", s).variants)
+             for s in ("smoke", "default", "paper")}
+    assert sizes == {"smoke": 6, "default": 160, "paper": 1280}
