@@ -29,6 +29,9 @@ loss traces, diagnostics and a ``converged`` flag):
 * `free_energy_ais`: annealed importance sampling from the prior over the same ladder, the
   particles a vmapped axis; ``-log`` of the mean importance weight is an upper bound on F_n in
   expectation.
+* `free_energy_smc`: tempered sequential Monte Carlo from the prior (blackjax, resampling and
+  MALA moves at every rung): the normalizing-constant estimate and, from the same weighted
+  particles, the TI integrand at every rung: two estimates whose agreement is a diagnostic.
 * `bayes_generalization_error`: ``G_n = E_x KL(q(y|x) || E_w[p(y|x, w)])`` from posterior
   predictive draws (Gaussian noise, scalar output: Gauss-Hermite quadrature over y); Watanabe's
   theory gives ``E[G_n] = lambda / n + o(1/n)``.
@@ -53,7 +56,8 @@ from jaxbench.learning_coefficients import (dln_learning_coefficient, dln_learni
                                             dln_multiplicity, rrr_learning_coefficient, rrr_multiplicity)
 from jaxbench.mcmc_diagnostics import (THRESHOLDS, Estimate, converged, ess, rhat,  # noqa: F401
                                        split_half, stderr_over_chains, summary, zscore)
-from jaxbench.minimum import Minimum, check_minimum, curvature, find_minimum, hessian_extremes  # noqa: F401
+from jaxbench.minimum import (Minimum, check_minimum, curvature, default_grad_tol, find_minimum,  # noqa: F401
+                              hessian_extremes)
 from jaxbench.samplers import METHODS, Chains, SamplerConfig, mean_nll, num_examples, sample, validate  # noqa: F401
 
 # llc defaults, chosen from measurements (docs/experiments/lambda_validation.md)
@@ -289,6 +293,88 @@ def free_energy_ais(nll_fn, params_like, data, key, config: SamplerConfig, step_
     nan = jnp.full((), jnp.nan, dtype)
     aux = {"betas": betas, "step": steps, "accept_rung": acc, "logw": logw, "particles": w_final}
     return Estimate(-log_z, se, -logw, trace.T, nan, nan, jnp.mean(acc), aux, diag, ok)
+
+
+def free_energy_smc(nll_fn, params_like, data, key, config: SamplerConfig, step_size, *, num_rungs=64,
+                    power=4.0, steps_per_rung=4, num_runs=2, prior_precision=1.0, weights=None,
+                    target_accept=0.7, adapt_rate=0.5) -> Estimate:
+    """Free energy ``F_n = -log int exp(-n L_n(w)) phi(w) dw`` by tempered sequential Monte Carlo
+    from the prior ``phi = N(0, alpha^-1 I)`` (Del Moral, Doucet & Jasra 2006), with two estimates
+    from one run whose agreement is the diagnostic.
+
+    blackjax's tempered SMC kernel (``blackjax.smc.tempered.build_kernel``: systematic resampling
+    at every rung, then ``steps_per_rung`` MALA moves of each particle under the previous rung's
+    target, then reweighting) over the fixed ladder ``beta_k = (k/K)^power`` of `ti_ladder`;
+    ``config.num_chains`` particles, ``num_runs`` independent populations (a vmapped axis: the
+    standard errors are their spread). The MALA step of rung k is ``eps_k (n + alpha) / (n beta +
+    alpha)`` as in `free_energy_ais`, ``eps_k`` adapted between rungs from the particles' mean
+    acceptance (passed to the kernel as its parameter, so every move is an exact MALA kernel).
+
+    * ``value``: ``-log Z`` with ``log Z = sum_k log mean_i exp((beta_k - beta_{k-1}) (-n L_n(w_i)))``
+      (the SMC normalizing-constant estimate: unbiased for Z, an upper bound on F_n in
+      expectation);
+    * ``diag["f_ti"]``: thermodynamic integration with the integrand ``E_beta_k[n L_n]`` read off
+      the weighted particles at each rung (Simpson weights of `ti_ladder`).
+    diag: f_ti / f_ti_se, agree_z (``|value - f_ti|`` in combined standard errors), ess_min (the
+    smallest weight ESS over rungs, as a fraction of the particles), accept (mean MALA acceptance),
+    per_run. ``converged``: ess_min >= 0.3, accept >= 0.5 and the two estimates agree within
+    `z_critical` (with ``num_runs`` runs). aux: betas (K+1,), integrand (K+1,), step (K,),
+    particles (N, P) and logw (N,) of the first run (weighted draws of the beta = 1 posterior).
+    """
+    import blackjax
+    from blackjax.smc import resampling, tempered
+
+    from jaxbench.mcmc_diagnostics import z_critical
+
+    validate(prior_precision=prior_precision, step_size=step_size, data=data, weights=weights)
+    if steps_per_rung < 1 or num_runs < 1:
+        raise ValueError(f"steps_per_rung and num_runs must be >= 1, got {steps_per_rung}, {num_runs}")
+    betas_np, v_np = ti_ladder(num_rungs, power)
+    w_like, unravel = ravel_pytree(params_like)
+    dtype, dim = w_like.dtype, w_like.shape[0]
+    n = _sample_size(data, weights)
+    alpha = jnp.asarray(prior_precision, dtype)
+    betas, v = jnp.asarray(betas_np, dtype), jnp.asarray(v_np, dtype)
+    loss = lambda w: mean_nll(nll_fn, unravel(w), data, weights)
+    kernel = tempered.build_kernel(lambda w: -0.5 * alpha * jnp.sum(w**2), lambda w: -n * loss(w),
+                                   blackjax.mala.build_kernel(), blackjax.mala.init, resampling.systematic)
+    c = config.num_chains
+
+    def run(k):
+        k_0, k_run = jax.random.split(k)
+        w0 = jax.random.normal(k_0, (c, dim), dtype) / jnp.sqrt(alpha)
+
+        def rung(carry, k_i):
+            state, log_z, log_eps = carry
+            b_prev = state.tempering_param
+            tau = 0.5 * jnp.exp(log_eps) * (n + alpha) / (n * b_prev + alpha)
+            state, info = kernel(jax.random.fold_in(k_run, k_i), state, steps_per_rung, betas[k_i],
+                                 {"step_size": jnp.reshape(tau, (1,))})
+            acc = jnp.mean(info.update_info.acceptance_rate)
+            nl = n * jax.vmap(loss)(state.particles)
+            ess_frac = 1.0 / jnp.sum(state.weights**2) / c
+            log_eps = log_eps + adapt_rate * (acc - target_accept)
+            return (state, log_z + info.log_likelihood_increment, log_eps), \
+                (jnp.sum(state.weights * nl), ess_frac, acc, 2 * tau)
+
+        state0 = tempered.init(w0)._replace(tempering_param=jnp.zeros((), dtype))
+        init = (state0, jnp.zeros((), dtype), jnp.log(jnp.asarray(step_size, dtype)))
+        (state, log_z, _), (g, ess_frac, acc, steps) = jax.lax.scan(rung, init, jnp.arange(1, num_rungs + 1))
+        g = jnp.concatenate([jnp.mean(n * jax.vmap(loss)(w0))[None], g])
+        return -log_z, jnp.sum(v * g), g, jnp.min(ess_frac), jnp.mean(acc), steps, state.particles, \
+            jnp.log(state.weights)
+
+    f_z, f_ti, g, ess_min, acc, steps, parts, logw = jax.vmap(run)(jax.random.split(key, num_runs))
+    se = lambda a: stderr_over_chains(a) if num_runs > 1 else jnp.full((), jnp.nan, dtype)
+    value, ti_value = jnp.mean(f_z), jnp.mean(f_ti)
+    agree = zscore(value, se(f_z), ti_value, se(f_ti))
+    diag = {"f_ti": ti_value, "f_ti_se": se(f_ti), "agree_z": agree, "ess_min": jnp.min(ess_min),
+            "accept": jnp.mean(acc), "per_run": f_z, "per_run_ti": f_ti, "value": value}
+    ok = ((jnp.min(ess_min) >= 0.3) & (jnp.mean(acc) >= THRESHOLDS["accept_min"])
+          & (agree <= z_critical(num_runs, THRESHOLDS["z_max"])) & jnp.isfinite(value) & jnp.isfinite(ti_value))
+    nan = jnp.full((), jnp.nan, dtype)
+    aux = {"betas": betas, "integrand": jnp.mean(g, axis=0), "step": steps[0], "particles": parts[0], "logw": logw[0]}
+    return Estimate(value, se(f_z), f_z, g, nan, nan, jnp.mean(acc), aux, diag, ok)
 
 
 def _chain_log_mixture(pred, f_true, sigma, num_nodes):

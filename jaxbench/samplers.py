@@ -40,8 +40,9 @@ class SamplerConfig:
     Defaults (4 x (2000 + 2000)): measured in docs/experiments/lambda_validation.md.
     adapt_step: MALA only: dual-average the step toward ``target_accept`` during burn-in.
     precondition: SGLD: RMSProp-style diagonal preconditioner, estimated in burn-in; MALA: a
-      diagonal metric from the posterior standard deviations over the second quarter of burn-in
-      (needs adapt_step and num_burnin >= 4).
+      diagonal metric from the posterior standard deviations, re-estimated over the doubling
+      windows [B/16, B/8), [B/8, B/4), [B/4, B/2) of a burn-in of B >= 64 steps ([B/4, B/2) alone
+      for shorter ones; needs adapt_step and num_burnin >= 4).
     accept_check: SGLD only: compute the MALA acceptance probability of each proposal (free with
       the full batch; with minibatches it costs one full-batch gradient per step). None: on for
       full-batch SGLD, off with minibatches.
@@ -218,10 +219,16 @@ def sample(nll_fn: Callable, params0, data, key, config: SamplerConfig, step_siz
         state = step.init(w0)
         burn = lambda s, t: (step.update(s, jax.random.fold_in(k_run, t), t, k_perm, True)[0], None)
         if cfg.num_burnin and step.switch is not None:
-            half = 2 * (cfg.num_burnin // 4)
-            state = jax.lax.scan(burn, state, jnp.arange(half))[0]
-            state = step.switch(state)
-            state = jax.lax.scan(burn, state, jnp.arange(half, cfg.num_burnin))[0]
+            # the metric is re-estimated at the end of each of the windows [B/16, B/8),
+            # [B/8, B/4), [B/4, B/2) (doubling, as Stan's): each window's moves along flat
+            # directions are already scaled by the previous metric, so a metric that started
+            # too stiff (chains start at a point) grows toward the posterior's widths
+            ends = _metric_window_ends(cfg.num_burnin)
+            t0 = 0
+            for t1 in ends:
+                state = step.switch(jax.lax.scan(burn, state, jnp.arange(t0, t1))[0])
+                t0 = t1
+            state = jax.lax.scan(burn, state, jnp.arange(t0, cfg.num_burnin))[0]
         elif cfg.num_burnin:
             state = jax.lax.scan(burn, state, jnp.arange(cfg.num_burnin))[0]
 
@@ -244,6 +251,13 @@ def sample(nll_fn: Callable, params0, data, key, config: SamplerConfig, step_siz
     return Chains(loss, acc, obs, final, eps)
 
 
+def _metric_window_ends(num_burnin: int) -> tuple:
+    """Ends of the metric's estimation windows (each starts where the previous ended, the first
+    at B/16): B/8, B/4, B/2 for burn-ins of at least 64 steps, else B/2 alone (window [B/4, B/2))."""
+    b = num_burnin
+    return (b // 8, b // 4, 2 * (b // 4)) if b >= 64 else (2 * (b // 4),)
+
+
 class _Steps(NamedTuple):
     init: Callable
     update: Callable        # (state, key, t, k_perm, burning) -> (state, (loss before, accept prob))
@@ -261,7 +275,7 @@ def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
 
     With ``precondition``: a diagonal metric by a change of variables ``w = w0 + D z`` (blackjax's
     MALA has no mass matrix; in z the kernel is the plain one, so it stays exact). D is the
-    posterior standard deviation of each coordinate over the second quarter of burn-in, divided
+    posterior standard deviation of each coordinate over a burn-in window (`_metric_window_ends`), divided
     by its smallest value (the stiffest direction keeps the adapted step, flat ones move
     further; capped at 1e3); the second half of burn-in re-adapts the step in z.
     """
@@ -273,6 +287,8 @@ def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
     adapt = cfg.adapt_step and cfg.num_burnin > 0
     safe_nbeta = jnp.where(nbeta > 0, nbeta, 1.0)
     quarter = cfg.num_burnin // 4
+    ends = _metric_window_ends(cfg.num_burnin)
+    start = cfg.num_burnin // 16 if len(ends) > 1 else quarter
     if not (cfg.precondition and adapt and quarter > 0):
         w0 = jnp.zeros_like(w0)        # no metric: z = w exactly (0 + 1 * z rounds to z)
 
@@ -298,9 +314,9 @@ def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
             new, info = kernel(key, st, logp, jnp.exp(da.log_step_size))
             da = da_update(da, info.acceptance_rate)
             tau = da_final(da)                  # the averaged step: frozen once burn-in ends
-            if cfg.precondition:                # Welford mean / variance of w over [B/4, B/2)
+            if cfg.precondition:                # Welford mean / variance of w in the current window
                 w = w0 + scale * new.position
-                on = (t >= quarter) & (t < 2 * quarter)
+                on = (t >= start) & (t < 2 * quarter)
                 c1 = cnt + 1
                 d = w - mean
                 mean_n = mean + d / c1
@@ -311,14 +327,14 @@ def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
         return (new, da, tau, scale, (cnt, mean, m2)), (loss_of(st, scale), info.acceptance_rate)
 
     def switch(s):
-        """End of the metric's estimation window: D from the window's variances, state in z."""
+        """End of a metric estimation window: D from the window's variances, state in z."""
         st, da, tau, scale, (cnt, mean, m2) = s
         sd = jnp.sqrt(m2 / jnp.maximum(cnt - 1, 1))
         new_scale = jnp.clip(sd / jnp.maximum(jnp.min(sd), 1e-30), 1.0, 1e3)
         new_scale = jnp.where(jnp.all(jnp.isfinite(new_scale)) & (cnt > 1), new_scale, scale)
         w = w0 + scale * st.position
-        return (blackjax.mala.init((w - w0) / new_scale, logdensity(new_scale)), da_init(tau), tau, new_scale,
-                (cnt, mean, m2))
+        fresh = (jnp.zeros_like(cnt), jnp.zeros_like(mean), jnp.zeros_like(m2))   # the next window starts anew
+        return blackjax.mala.init((w - w0) / new_scale, logdensity(new_scale)), da_init(tau), tau, new_scale, fresh
 
     steps = _Steps(init, update, position, lambda s: 2.0 * s[2])
     return steps._replace(switch=switch) if cfg.precondition and adapt and quarter > 0 else steps

@@ -428,6 +428,35 @@ def test_ti_and_ais_agree_with_the_exact_log_evidence_of_bayesian_linear_regress
         assert ais.trace.shape == (64, 256) and ais.aux["accept_rung"].shape == (256,)
 
 
+def test_smc_normalizer_and_its_ti_agree_with_the_exact_log_evidence_of_bayesian_linear_regression():
+    """Tempered SMC from the prior (blackjax's kernel: resampling and 4 MALA moves at each of 32
+    rungs, 64 particles, 4 independent runs) on the conjugate model: its normalizer estimate and
+    the TI over its weighted particles both land within 3 of their standard errors (over runs) of
+    the exact log evidence and within 0.5 nat; the two agree with each other and the run flags
+    itself converged. (Over keys 0-4 the normalizer's error was 0.06-0.21 nat, s.e. 0.04-0.14.)"""
+    with jax.enable_x64(True):
+        n, d, alpha = 200, 5, 1.0
+        x, y, nll = _linear_problem(n, d, seed=1)
+        cov = jnp.eye(n) + x @ x.T / alpha
+        f_exact = float(-jax.scipy.stats.multivariate_normal.logpdf(y, jnp.zeros(n), cov))
+        smc = jax.jit(lambda k: fe.free_energy_smc(nll, jnp.zeros(d), (x, y), k, fe.SamplerConfig("mala", 64, 1),
+                                                   0.5 / n, num_rungs=32, steps_per_rung=4, num_runs=4,
+                                                   prior_precision=alpha))(jax.random.key(0))
+        for v, se in ((smc.value, smc.stderr), (smc.diag["f_ti"], smc.diag["f_ti_se"])):
+            v, se = float(v), float(se)
+            assert 0 < se < 0.5, se
+            assert abs(v - f_exact) < min(3 * se, 0.5), (v, se, f_exact)
+        assert float(smc.diag["agree_z"]) < 2 and bool(smc.converged)
+        assert float(smc.diag["ess_min"]) > 0.3 and smc.aux["integrand"].shape == (33,)
+        assert smc.per_chain.shape == (4,) and smc.aux["particles"].shape == (64, d)
+        # the integrand is E_beta[n L_n]: decreasing in beta, from the prior mean to the posterior's
+        g = np.asarray(smc.aux["integrand"])
+        assert g[0] > g[len(g) // 2] > g[-1]
+        with pytest.raises(ValueError, match="steps_per_rung and num_runs must be >= 1"):
+            fe.free_energy_smc(nll, jnp.zeros(d), (x, y), jax.random.key(0), fe.SamplerConfig("mala", 4, 1), 0.1,
+                               num_runs=0)
+
+
 def test_ais_is_an_upper_bound_in_expectation_and_flags_a_too_short_ladder():
     """With 4 rungs the importance weights degenerate: every single-particle estimate -log w_i is
     an upper bound in expectation, their mean lies far above F_n, and the estimate flags itself

@@ -93,6 +93,7 @@ def test_teacher_bound_and_teacher_units_are_active():
     ("n = -5.0", "n = -5.0: must be > 0"),
     ("rungs = 1", "rungs = 1: must be even and >= 2"),
     ("ais_rungs = 1", "ais_rungs = 1: must be >= 2"),
+    ("smc_runs = 1", "smc_runs = 1: must be >= 2"),
 ])
 def test_bad_free_energy_sweep_values_give_one_clear_line(tmp_path, root, override, msg):
     """Must hold (issue 15): depth 0, width below the teacher's, n <= 0, rungs < 2 are refused
@@ -122,11 +123,12 @@ def test_smoke_preset_end_to_end(smoke_run, sweep, figures):
     assert np.all(np.isfinite(np.asarray(t["lambda_hat"], float)))
     if sweep == "free_energy":
         # every row carries its diagnostics (Must hold, issue 15); the parts a row ran are finite
-        for k in ("rhat", "ess", "accept", "split_z", "plateau_z", "var_rel", "wstar_ok", "grad_norm",
-                  "teacher_gap", "test_mse", "converged", "ti_converged", "ais_converged"):
+        for k in ("rhat", "ess", "accept", "split_z", "plateau_z", "var_rel", "wstar_ok", "grad_norm", "kink_grad",
+                  "teacher_gap", "test_mse", "converged", "ti_converged", "smc_converged", "ais_converged"):
             assert k in t, k
         g = np.asarray(t["global_fe"]) == 1
-        for k in ("f_ti", "f_ais", "ais_weight_ess", "ti_rhat", "gen_error", "gen_rhat"):
+        for k in ("f_ti", "f_smc", "f_smc_se", "smc_agree_z", "smc_ess_min", "f_ais", "ais_weight_ess", "gen_error",
+                  "gen_rhat"):
             assert np.all(np.isfinite(np.asarray(t[k], float)[g])), k
         assert not np.any(np.asarray(t["diverged"], bool))
         checks = freeenergy.claims(out)
@@ -179,3 +181,12 @@ def test_committed_validation_results_hit_the_closed_forms(root):
     for c in cases:
         if SHORTFALLS(c) and not lc.within(c):
             assert c["flagged"] >= c["seeds"] / 2, (c["check"], c["label"], c["n"], c["flagged"])
+
+
+def test_every_free_energy_preset_loads(root):
+    """Each preset of sweeps/free_energy.toml expands (no compilation): the paper preset once did
+    not, its [zip] mixing the default's 20-long lists with its own 5-long ones."""
+    from jaxbench import sweepfile
+    sizes = {s: len(sweepfile.load(root / "sweeps" / "free_energy.toml", s).variants)
+             for s in ("smoke", "default", "paper")}
+    assert sizes == {"smoke": 6, "default": 160, "paper": 1280}

@@ -117,10 +117,11 @@ def relu(results_dir):
     cmap = {d: DEPTH_COLORS[(d - 1) % len(DEPTH_COLORS)] for d in np.unique(depth)}
     students_g = sorted({(d, w) for d, w in zip(depth[glob], width[glob])})
 
-    # (a) F_n - n S_n vs log n, TI and AIS, per global student
-    fig, axes = plotlib.figure(1, 2, width=4.4, height=3.8, sharey=True)
+    # (a) F_n - n S_n vs log n: TI and normalizer of one SMC run, and AIS, per global student
+    fig, axes = plotlib.figure(1, 3, width=3.9, height=3.8, sharey=True)
     axes = np.atleast_2d(axes)
-    for ax, (col, conv, name) in zip(axes[0], (("f_ti", "ti_converged", "thermodynamic integration"),
+    for ax, (col, conv, name) in zip(axes[0], (("f_ti", "ti_converged", "TI over the SMC particles"),
+                                               ("f_smc", "smc_converged", "SMC normalizer (same run)"),
                                                ("f_ais", "ais_converged", "AIS from the prior (upper bound)"))):
         excess = dict(t, excess=_rows(t, col) - _rows(t, "ns_n"), ok=_rows(t, conv))
         anchor = None
@@ -158,14 +159,16 @@ def relu(results_dir):
             if dd != d:
                 continue
             sel = glob & (depth == d) & (width == w)
-            for col, conv, mk, shift in (("f_ti", "ti_converged", "s", 1.08), ("f_ais", "ais_converged", "D", 1.16)):
+            for col, conv, mk, shift in (("f_ti", "ti_converged", "s", 1.08), ("f_smc", "smc_converged", "^", 1.16),
+                                         ("f_ais", "ais_converged", "D", 1.24)):
                 ex = dict(t, excess=_rows(t, col) - _rows(t, "ns_n"))
                 keys, mean, sem, _ = plotlib.aggregate(ex, ["n_used"], "excess", where=sel)
                 slope, se, _ = fit_slope(np.log([k[0] for k in keys]), mean, sem)
                 okf = np.mean(_rows(t, conv)[sel])
                 pp = float(_rows(t, "num_params")[sel][0])
                 ax.errorbar([pp * shift], [slope], yerr=[1.96 * se], fmt=mk, ms=5, capsize=2, **_style(okf, cmap[d]))
-    ax.plot([], [], "s", color="0.3", mfc="none", label="slope of F_n - n S_n in log n, TI (95% CI)")
+    ax.plot([], [], "s", color="0.3", mfc="none", label="slope of F_n - n S_n in log n, TI over SMC (95% CI)")
+    ax.plot([], [], "^", color="0.3", mfc="none", label="the same, SMC normalizer")
     ax.plot([], [], "D", color="0.3", mfc="none", label="the same, AIS from the prior")
     pall = np.unique(_rows(t, "num_params"))
     ax.plot(pall, pall / 2, "k:", lw=1, label="d/2 (regular count)")
@@ -203,9 +206,9 @@ def relu(results_dir):
               ("split_z", "split-half z (LLC)", THRESHOLDS["z_max"], "linear"),
               ("plateau_z", "gamma-plateau z (LLC)", THRESHOLDS["z_max"], "linear"),
               ("var_rel", "nbeta^2 Var / lambda_hat - 1", THRESHOLDS["var_rel_max"], "linear"),
-              ("grad_norm", "|grad L_n(w*)|", 1e-4, "log"),
+              ("kink_grad", "|grad L_n(w*)|, kinks' slopes free", 1e-4, "log"),
               ("teacher_gap", "n (L_n(teacher) - L_n(w*))", None, "linear"),
-              ("ti_rhat", "R-hat of TI's beta = 1 rung", THRESHOLDS["rhat_max"], "linear"),
+              ("f_smc_se", "SMC s.e. over runs (nats)", 1.0, "log"),
               ("ais_weight_ess", "AIS weight ESS (of particles)", None, "log")]
     fig, axes = plotlib.figure(2, 5, width=2.3, height=2.0)
     pcount = _rows(t, "num_params")
