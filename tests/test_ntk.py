@@ -370,6 +370,9 @@ def test_ntk_convergence_smoke_preset_end_to_end(smoke_run):
 
     out = smoke_run("ntk_convergence")
     res = store.load(out)
+    # width is traced: the two widths of the smoke preset's one depth share one compiled program
+    assert res.meta["n_buckets"] == 1 and [b["compiles"] for b in res.meta["buckets"]] == [1]
+    assert sorted(set(res.table["width"].tolist())) == [8, 32]
     for metric in ntk_convergence.METRICS:
         vals = np.asarray(res.table[metric], float)
         assert np.all(np.isfinite(vals)) and np.all(vals > 0)
