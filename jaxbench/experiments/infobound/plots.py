@@ -11,6 +11,11 @@ from jaxbench import plot as plotlib
 from jaxbench import store
 
 
+def _levels(t, col, sel) -> list:
+    """The sorted distinct values of column ``col`` in the rows ``sel``."""
+    return sorted(set(np.asarray(t[col])[sel].tolist()))
+
+
 def _rows(t, **eq):
     mask = np.ones(len(t["variant"]), bool)
     for k, v in eq.items():
@@ -60,7 +65,7 @@ def _layer_ticks(ax, depth):
 
 def _bounds_vs_layer(res, results_dir, noise_ref):
     t, a = res.table, res.arrays
-    depths = sorted(set(np.asarray(t["depth"])[_rows(t, model="linear")].tolist()))
+    depths = _levels(t, "depth", _rows(t, model="linear"))
     fig, axes = _grid(len(depths), width=3.0, height=2.6, sharey=True)
     for ax, L in zip(axes, depths):
         m = _rows(t, model="linear", depth=L, noise=noise_ref)
@@ -87,8 +92,8 @@ def _bounds_vs_layer(res, results_dir, noise_ref):
 def _terms_vs_layer(res, results_dir):
     t, a = res.table, res.arrays
     lin = _rows(t, model="linear")
-    depths = sorted(set(np.asarray(t["depth"])[lin].tolist()))
-    noises = sorted(set(np.asarray(t["noise"])[lin].tolist()))
+    depths = _levels(t, "depth", lin)
+    noises = _levels(t, "noise", lin)
     rows = (("kl_term", "KL term  I(w; T_l, Y_i)  [nats]"), ("w1_term", "W1 term  E_w W1(P_{U_l|w}, P_U)"),
             ("lip", "Lipschitz factor  E|G_l^T w|"))
     fig, axes = plotlib.figure(3, len(depths), width=2.6, height=2.2, sharex="col")
@@ -118,7 +123,7 @@ def _funnel(res, results_dir):
     axes = np.atleast_1d(axes).ravel()
     for ax, model in zip([axes[0], axes[-1]] if len(models) == 2 else axes[:1], models):
         m = _rows(t, model=model)
-        noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
+        noises = _levels(t, "noise", m)
         for c, s in enumerate(noises):
             keys, mean, sem, _ = plotlib.aggregate(t, ["depth"], "funnel", where=_rows(t, model=model, noise=s))
             off = 0.08 * (c - (len(noises) - 1) / 2)  # series that coincide stay visible side by side
@@ -135,8 +140,8 @@ def _funnel(res, results_dir):
     if "linear" in models:
         ax = axes[1]
         m = _rows(t, model="linear")
-        noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
-        Ls = sorted(set(np.asarray(t["depth"])[m].tolist()))
+        noises = _levels(t, "noise", m)
+        Ls = _levels(t, "depth", m)
         for c, L in enumerate(Ls):
             keys, mean, sem, _ = plotlib.aggregate(t, ["noise"], "funnel", where=_rows(t, model="linear", depth=L))
             off = 10 ** (0.015 * (c - (len(Ls) - 1) / 2))
@@ -159,8 +164,8 @@ def _bounds_vs_gap(res, results_dir):
     fig, axes = plotlib.figure(1, 3, width=3.0, height=2.9, sharex=True, sharey=True)
     axes = np.atleast_1d(axes).ravel()
     gap = np.asarray(t["gap"], float)
-    noises = sorted(set(np.asarray(t["noise"])[m].tolist()))
-    depths = sorted(set(np.asarray(t["depth"])[m].tolist()))
+    noises = _levels(t, "noise", m)
+    depths = _levels(t, "depth", m)
     marks = "os^Dv<>p"
     lo = np.nanmin(gap[m][gap[m] > 0]) if (gap[m] > 0).any() else 1e-3
     hi = np.nanmax(np.asarray(t["kl_bound_min"], float)[m])
@@ -190,8 +195,8 @@ def _bounds_vs_gap(res, results_dir):
 def _relu(res, results_dir):
     t, a = res.table, res.arrays
     rel = _rows(t, model="relu")
-    depths = sorted(set(np.asarray(t["depth"])[rel].tolist()))
-    noises = sorted(set(np.asarray(t["noise"])[rel].tolist()))
+    depths = _levels(t, "depth", rel)
+    noises = _levels(t, "noise", rel)
     fig, axes = plotlib.figure(4, len(depths), width=2.9, height=2.1, sharex="col")
     axes = np.asarray(axes).reshape(4, len(depths))
     for j, L in enumerate(depths):
@@ -231,7 +236,7 @@ def plot(results_dir):
     t = res.table
     paths = []
     if _rows(t, model="linear").any():
-        noises = sorted(set(np.asarray(t["noise"])[_rows(t, model="linear")].tolist()))
+        noises = _levels(t, "noise", _rows(t, model="linear"))
         paths += _bounds_vs_layer(res, results_dir, noises[len(noises) // 2])
         paths += _terms_vs_layer(res, results_dir)
         paths += _bounds_vs_gap(res, results_dir)

@@ -85,12 +85,14 @@ def fan_ins(s, width, dtype):
     return [jnp.asarray(s.d, dtype)] + [width.astype(dtype)] * (s.depth - 1)
 
 
-def apply_padded(s, width, params, x, parametrization="ntk"):
+def apply_padded(s, width, params, x, parametrization="ntk", last_hidden=False):
     """`jaxbench.mlp.apply` for a padded network (`init_padded`): the fan-in in the NTK scaling is
     the live width, not the padded one, so the function is that of the width-``width`` MLP.
-    ``parametrization="standard"``: ``params`` already hold the scales (``h = x W + b``)."""
+    ``parametrization="standard"``: ``params`` already hold the scales (``h = x W + b``).
+    ``last_hidden``: the last hidden layer's activations ``(n, pad)`` instead of the output."""
     h = x
-    for l, (p, n_l) in enumerate(zip(params, fan_ins(s, width, x.dtype))):
+    layers = list(zip(params, fan_ins(s, width, x.dtype)))
+    for l, (p, n_l) in enumerate(layers[:-1] if last_hidden else layers):
         if parametrization == "ntk":
             h = (s.w_std / jnp.sqrt(n_l)) * h @ p["w"] + s.b_std * p["b"]
         else:
@@ -138,9 +140,7 @@ def empirical_kernels(s, width, params, x):
                   for p, n_l in zip(params, fan_ins(s, width, x.dtype))]
     emp = ntk.empirical_ntk(lambda p, z: apply_padded(s, width, p, z), params, x, method=s.method)
     emp_std = ntk.empirical_ntk(lambda p, z: apply_padded(s, width, p, z, "standard"), params_std, x, method=s.method)
-    h = x
-    for l, p in enumerate(params[:-1]):  # the last hidden layer, for the NNGP
-        h = jax.nn.relu((s.w_std / jnp.sqrt(fan_ins(s, width, x.dtype)[l])) * h @ p["w"] + s.b_std * p["b"])
+    h = apply_padded(s, width, params, x, last_hidden=True)
     return emp, emp_std, s.w_std**2 * h @ h.T / width.astype(x.dtype) + s.b_std**2
 
 
