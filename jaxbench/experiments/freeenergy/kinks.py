@@ -39,7 +39,9 @@ def kink_stationarity(spec: mlp.MLPSpec, params, x, y, sigma, weights, z_tol, it
     z > 0 and 0 elsewhere (the gradient JAX reports, up to relu'(0)); ``iters`` projected-gradient
     steps of size ``1 / ||J_t||^2`` (power iteration) on ``|g(t)|^2 / 2``.
     """
-    assert spec.parametrization == "standard" and spec.bias
+    if spec.parametrization != "standard" or not spec.bias:
+        raise ValueError("kink_stationarity needs a standard-parametrization MLP with biases, got "
+                         f"parametrization={spec.parametrization!r}, bias={spec.bias}")
     w, unravel = ravel_pytree(params)
     zs, h = [], x
     for layer in params[:-1]:
