@@ -62,7 +62,7 @@ from jaxbench.samplers import METHODS, Chains, SamplerConfig, mean_nll, num_exam
 
 # llc defaults, chosen from measurements (docs/experiments/lambda_validation.md)
 DEFAULT_LOCALIZATION = 0.1
-DEFAULT_STEP_SCALE = {"mala": 1.0, "sgld": 0.1}
+DEFAULT_STEP_SCALE = {"mala": 1.0, "hmc": 1.0, "sgld": 0.1}
 
 
 def _sample_size(data, weights):

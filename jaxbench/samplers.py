@@ -10,6 +10,12 @@ be traced arrays, so one compiled call serves a whole sweep.
 * MALA (Roberts & Tweedie 1996): blackjax's kernel (``blackjax.mala``), its step adapted per
   chain during burn-in by blackjax's dual averaging (Hoffman & Gelman 2014, sec. 3.2) to
   ``target_accept`` and frozen after, so the draws come from a fixed, exact kernel.
+* HMC (Duane et al. 1987; Neal 2011): blackjax's kernel (``blackjax.hmc``) with a fixed number
+  of leapfrog steps, its step adapted and frozen as MALA's (and the same optional diagonal
+  metric). Each transition costs ``num_integration_steps`` gradients; it moves along flat,
+  weakly curved directions in O(sqrt(kappa)) gradients where MALA's random walk needs O(kappa)
+  (kappa: the condition number), which is what deep linear networks need
+  (docs/experiments/lambda_validation.md).
 * SGLD (Welling & Teh 2011, in the form of Lau et al. 2023): ``w <- w + (eps/2) G grad log pi
   + N(0, eps G)`` with the loss on a minibatch, ``G = I`` or an RMSProp-style diagonal
   preconditioner (Li et al. 2016) estimated during burn-in and frozen after. Its diagnostic is
@@ -28,18 +34,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-METHODS = ("sgld", "mala")
+METHODS = ("sgld", "mala", "hmc")
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """Static shape of a sampling run.
 
-    method: "sgld" or "mala" (Metropolis-adjusted, full batch only).
-    Each chain runs ``num_burnin + num_draws * thin`` steps and records ``num_draws`` draws.
+    method: "sgld", "mala" or "hmc" (both Metropolis-adjusted, full batch only).
+    Each chain runs ``num_burnin + num_draws * thin`` steps (HMC: transitions of
+    ``num_integration_steps`` leapfrog steps each) and records ``num_draws`` draws.
     Defaults (4 x (2000 + 2000)): measured in docs/experiments/lambda_validation.md.
-    adapt_step: MALA only: dual-average the step toward ``target_accept`` during burn-in.
-    precondition: SGLD: RMSProp-style diagonal preconditioner, estimated in burn-in; MALA: a
+    num_integration_steps: HMC only: leapfrog steps per transition.
+    adapt_step: MALA / HMC: dual-average the step toward ``target_accept`` during burn-in.
+    precondition: SGLD: RMSProp-style diagonal preconditioner, estimated in burn-in; MALA / HMC: a
       diagonal metric from the posterior standard deviations, re-estimated over the doubling
       windows [B/16, B/8), [B/8, B/4), [B/4, B/2) of a burn-in of B >= 64 steps ([B/4, B/2) alone
       for shorter ones; needs adapt_step and num_burnin >= 4).
@@ -63,25 +71,26 @@ class SamplerConfig:
     target_accept: float = 0.8
     precondition: bool = False
     accept_check: bool | None = None
+    num_integration_steps: int = 16
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown sampler {self.method!r}; choose from {METHODS}")
-        for name in ("num_chains", "num_draws", "thin"):
+        for name in ("num_chains", "num_draws", "thin", "num_integration_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"SamplerConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not isinstance(self.num_burnin, int) or self.num_burnin < 0:
             raise ValueError(f"SamplerConfig.num_burnin must be an integer >= 0, got {self.num_burnin!r}")
         if not 0.0 < self.target_accept < 1.0:
             raise ValueError(f"SamplerConfig.target_accept must lie in (0, 1), got {self.target_accept!r}")
-        if self.method == "mala" and self.batch_size is not None:
-            raise ValueError("MALA needs the full-batch loss (batch_size=None)")
+        if self.method != "sgld" and self.batch_size is not None:
+            raise ValueError(f"{self.method.upper()} needs the full-batch loss (batch_size=None)")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"SamplerConfig.batch_size must be >= 1 or None, got {self.batch_size!r}")
 
     @property
     def checks_acceptance(self) -> bool:
-        return self.method == "mala" or (self.batch_size is None if self.accept_check is None else self.accept_check)
+        return self.method != "sgld" or (self.batch_size is None if self.accept_check is None else self.accept_check)
 
 
 class Chains(NamedTuple):
@@ -91,7 +100,8 @@ class Chains(NamedTuple):
       step, as devinterp does). accept: (C,) mean Metropolis acceptance probability over the
       draws (MALA: of its moves; SGLD: of its proposals, had they been MALA's; NaN when not
       checked). observed: ``observe_fn`` of each draw, leading axes (C, T), or None.
-    final: params, axis C. step_size: (C,) the step used for the draws (after adaptation).
+    final: params, axis C. step_size: (C,) the step used for the draws (after adaptation):
+      the Langevin step eps for MALA / SGLD, the leapfrog step for HMC.
     """
 
     loss: jax.Array
@@ -184,7 +194,8 @@ def sample(nll_fn: Callable, params0, data, key, config: SamplerConfig, step_siz
     Args:
       params0: starting parameters (shared by all chains). center: ``w_c`` (default params0).
       step_size: eps (the Langevin move is ``(eps/2) grad log pi + N(0, eps)``); for adapted
-        MALA the starting step of the adaptation. nbeta, localization, prior_precision: scalars,
+        MALA the starting step of the adaptation; HMC starts its leapfrog step at sqrt(eps) (one
+        leapfrog step of size sqrt(eps) is a Langevin move of step eps). nbeta, localization, prior_precision: scalars,
         may be traced. observe_fn: optional ``params -> pytree`` recorded at every draw.
     Returns: `Chains` with loss (C, T), accept (C,), observed (C, T, ...), final params (C, ...),
       step_size (C,).
@@ -209,8 +220,8 @@ def sample(nll_fn: Callable, params0, data, key, config: SamplerConfig, step_siz
     full = lambda w: grad_fn(w, data, weights)
     observe = (lambda w: None) if observe_fn is None else (lambda w: observe_fn(unravel(w)))
 
-    if cfg.method == "mala":
-        step = _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0)
+    if cfg.method in ("mala", "hmc"):
+        step = _metropolis_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0)
     else:
         step = _sgld_steps(grad_fn, full, _minibatcher(data, weights, cfg), cfg, eps0, w0.shape, dtype)
 
@@ -266,15 +277,17 @@ class _Steps(NamedTuple):
     switch: Callable | None = None   # called once at mid burn-in (MALA's metric), if any
 
 
-def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
-    """blackjax's MALA kernel on the localized target, with dual averaging in burn-in.
+def _metropolis_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
+    """blackjax's MALA or HMC kernel on the localized target, with dual averaging in burn-in.
 
-    blackjax writes the move as ``w + tau grad + sqrt(2 tau) xi``: tau = eps / 2. Its
+    blackjax writes the MALA move as ``w + tau grad + sqrt(2 tau) xi``: tau = eps / 2; its HMC
+    adapts a leapfrog step that starts at sqrt(eps) (unit mass in z below). blackjax's
     ``logdensity_fn`` returns a scalar only, so the loss is recovered from the stored log
     density: ``L = -(log pi + prior terms) / nbeta`` (exact; needs nbeta > 0, NaN at nbeta = 0).
 
     With ``precondition``: a diagonal metric by a change of variables ``w = w0 + D z`` (blackjax's
-    MALA has no mass matrix; in z the kernel is the plain one, so it stays exact). D is the
+    MALA has no mass matrix; in z the kernel is the plain one, so it stays exact; HMC uses the
+    same map, so the two samplers share one adaptation). D is the
     posterior standard deviation of each coordinate over a burn-in window (`_metric_window_ends`), divided
     by its smallest value (the stiffest direction keeps the adapted step, flat ones move
     further; capped at 1e3); the second half of burn-in re-adapts the step in z.
@@ -282,7 +295,17 @@ def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
     import blackjax
     from blackjax.adaptation.step_size import dual_averaging_adaptation
 
-    kernel = blackjax.mala.build_kernel()
+    if cfg.method == "hmc":
+        hmc_kernel, init_state = blackjax.hmc.build_kernel(), blackjax.hmc.init
+        unit_mass = jnp.ones_like(w0)
+
+        def kernel(key, st, logp, step):
+            return hmc_kernel(key, st, logp, step, unit_mass, cfg.num_integration_steps)
+
+        step0, reported = jnp.sqrt(eps0), lambda s: s[2]
+    else:
+        kernel, init_state = blackjax.mala.build_kernel(), blackjax.mala.init
+        step0, reported = 0.5 * eps0, lambda s: 2.0 * s[2]
     da_init, da_update, da_final = dual_averaging_adaptation(cfg.target_accept)
     adapt = cfg.adapt_step and cfg.num_burnin > 0
     safe_nbeta = jnp.where(nbeta > 0, nbeta, 1.0)
@@ -305,7 +328,7 @@ def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
         one = jnp.ones_like(w)
         zero = jnp.zeros((), w.dtype)
         welford = (zero, jnp.zeros_like(w), jnp.zeros_like(w))
-        return blackjax.mala.init(w - w0, logdensity(one)), da_init(0.5 * eps0), 0.5 * eps0, one, welford
+        return init_state(w - w0, logdensity(one)), da_init(step0), step0, one, welford
 
     def update(s, key, t, k_perm, burning: bool):
         st, da, tau, scale, (cnt, mean, m2) = s
@@ -334,9 +357,9 @@ def _mala_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, w0):
         new_scale = jnp.where(jnp.all(jnp.isfinite(new_scale)) & (cnt > 1), new_scale, scale)
         w = w0 + scale * st.position
         fresh = (jnp.zeros_like(cnt), jnp.zeros_like(mean), jnp.zeros_like(m2))   # the next window starts anew
-        return blackjax.mala.init((w - w0) / new_scale, logdensity(new_scale)), da_init(tau), tau, new_scale, fresh
+        return init_state((w - w0) / new_scale, logdensity(new_scale)), da_init(tau), tau, new_scale, fresh
 
-    steps = _Steps(init, update, position, lambda s: 2.0 * s[2])
+    steps = _Steps(init, update, position, reported)
     return steps._replace(switch=switch) if cfg.precondition and adapt and quarter > 0 else steps
 
 

@@ -149,11 +149,14 @@ def test_smoke_validation_hits_the_closed_forms(smoke_run):
         assert np.all(c["wstar_ok"]) and np.max(np.abs(c["wstar_gap"])) <= 1e-5, c["label"]
 
 
-# The one case the default preset's chains cannot equilibrate (docs/experiments/lambda_validation.md,
-# "Deep linear networks of depth 5"): dln 3-3-3-3-3-3 r1, whose estimate still rises with the
-# chain length at 160,000 steps. It is not exempt from honesty: outside its band, most of its
-# seeds must flag themselves (converged false).
+# The one case that misses its band (docs/experiments/lambda_validation.md, "Deep linear networks
+# of depth 5"): dln 3-3-3-3-3-3 r1. Its estimate is the same with MALA at 160,000 steps and HMC at
+# 80,000-576,000 gradients, at gamma 0.01 and 0.1 and from n = 10^3 to 10^6: not the sampler,
+# and not a 1/log n approach visible at these n. It is not exempt from honesty: outside its band
+# it must be named in its claim row, and its measured shortfall is pinned (a change of the
+# pipeline that moves it must be looked at).
 SHORTFALLS = lambda c: c["label"] == "dln 3-3-3-3-3-3 r1"
+SHORTFALL_RANGE = (-0.18, -0.02)   # measured vs the corrected target: -13.4% (sampler), -5.1% / -6.3% (statistical)
 
 
 def test_committed_validation_results_hit_the_closed_forms(root):
@@ -178,9 +181,13 @@ def test_committed_validation_results_hit_the_closed_forms(root):
     wide = [(c["check"], c["label"], c["n"], round(c["se"] / c["lambda"], 3)) for c in held
             if c["se"] / c["lambda"] > lc.SE_MAX]
     assert not wide, wide
+    rows = {r.claim: r for r in lc.claims(out)}
     for c in cases:
-        if SHORTFALLS(c) and not lc.within(c):
-            assert c["flagged"] >= c["seeds"] / 2, (c["check"], c["label"], c["n"], c["flagged"])
+        if SHORTFALLS(c):
+            assert SHORTFALL_RANGE[0] <= c["rel_err_corrected"] <= SHORTFALL_RANGE[1], (c["check"], c["n"], c["mean"])
+            if not lc.within(c):
+                row = next(r for k, r in rows.items() if f"{c['check']} check, n = {c['n']}" in k)
+                assert c["label"] in row.measured and row.verdict != "reproduced", row
 
 
 def test_every_free_energy_preset_loads(root):

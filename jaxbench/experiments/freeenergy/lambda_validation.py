@@ -35,7 +35,7 @@ Two checks (docs/experiments/lambda_validation.md):
   to third order, where the gradient is ~jitter^2 and descent from 1e-2 stalls 1e-3 above the
   minimum) within a few hundred steps.
 
-MALA (step adapted in burn-in) or SGLD at nbeta = n / log n, gamma = localization, with the
+MALA or HMC (step adapted in burn-in) or SGLD at nbeta = n / log n, gamma = localization, with the
 gamma / 10 plateau rerun, R-hat, ESS, split halves and ``nbeta^2 Var[L_n]`` (all from
 `free_energy.llc`).
 
@@ -74,7 +74,8 @@ PARAMS = {
     "chains": static(int, 4, lambda v: v >= 2, "must be >= 2 (error bars come from chains)"),
     "draws": positive(int, 2000),
     "burnin": static(int, 2000, lambda v: v >= 0, "must be >= 0"),
-    "sampler": one_of("sgld", "mala", default="mala"),
+    "sampler": one_of("sgld", "mala", "hmc", default="mala"),
+    "leapfrog": static(int, 16, lambda v: v >= 1, "must be >= 1 (HMC's leapfrog steps per transition)"),
     "target_accept": static(float, 0.8, lambda v: 0 < v < 1, "must lie in (0, 1)"),
     "precondition": static(bool, False),
     "descend_steps": static(int, 5000, lambda v: v >= 0, "must be >= 0"),
@@ -206,7 +207,7 @@ def run_one(s, traced, key):
     w_star = jax.tree_util.tree_map(lambda a, b: jnp.where(centred, a, b), at_truth, found)
     nbeta = s.n / math.log(s.n)
     cfg = fe.SamplerConfig(s.sampler, s.chains, s.draws, s.burnin, target_accept=s.target_accept,
-                          precondition=s.precondition)
+                          precondition=s.precondition, num_integration_steps=s.leapfrog)
     est = fe.llc(nll, p_true, data, k_s, cfg, wstar=w_star, nbeta=nbeta, localization=traced["localization"],
                  step_scale=traced["step_scale"], weights=wts)
     lam, m = fe.dln_learning_coefficient_jnp(dims, rank)
