@@ -19,7 +19,7 @@ Per variant (each part switchable, so presets can afford them):
   embedded in the student with the tightest carry constant and balanced layer scales
   (`embedding`), descended to a verified minimum w* (`free_energy.find_minimum`), checked
   (``teacher_gap = n (L_n(teacher) - L_n(w*))`` should be O(1-10), ``test_mse`` of w* near 0), and
-  ``lambda_hat`` measured by `free_energy.llc` (adapted MALA, localization gamma, its
+  ``lambda_hat`` measured by `free_energy.llc` (adapted MALA or HMC, localization gamma, its
   diagnostics and ``converged``). w* lies on ReLU kinks, so its gradient check is Goldstein's
   (`kinks.kink_stationarity`: ``kink_grad``, with the raw ``grad_norm`` beside it).
 * ``global_fe = 1``: the global free energy from the prior by tempered sequential Monte Carlo
@@ -52,7 +52,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxbench import free_energy as fe
 from jaxbench import mlp
-from jaxbench.experiments import Param, in_range, positive, static
+from jaxbench.experiments import Param, in_range, one_of, positive, static
 from jaxbench.experiments.freeenergy import embedding, kinks
 
 NAME = "free_energy"
@@ -79,6 +79,9 @@ PARAMS = {
     "burnin": positive(int, 300),
     "localization": in_range(0.0, 1e4, fe.DEFAULT_LOCALIZATION),
     "precondition": _flag(1),
+    "sampler": one_of("mala", "hmc", default="mala"),
+    "leapfrog": static(int, 16, lambda v: v >= 1, "must be >= 1 (HMC's leapfrog steps per transition)"),
+    "target_accept": static(float, 0.8, lambda v: 0 < v < 1, "must lie in (0, 1)"),
     "kink_tol": static(float, 1e-4, lambda v: v >= 0, "must be >= 0"),
     # global free energy from the prior
     "global_fe": _flag(1),
@@ -184,7 +187,8 @@ def run_one(s, traced, key):
         tol = fe.default_grad_tol(x.dtype)
         wmin = wmin._replace(ok=(kink_grad <= tol) & (wmin.hess_min >= -1e-3 * jnp.maximum(wmin.hess_max, 1.0))
                              & (wmin.probe_drop <= 0.1) & jnp.isfinite(wmin.loss))
-        cfg = fe.SamplerConfig("mala", s.chains, s.draws, num_burnin=s.burnin, precondition=bool(s.precondition))
+        cfg = fe.SamplerConfig(s.sampler, s.chains, s.draws, num_burnin=s.burnin, precondition=bool(s.precondition),
+                               num_integration_steps=s.leapfrog, target_accept=s.target_accept)
         est = fe.llc(nll, wmin.params, data, k_l, cfg, wstar=wmin, weights=weights,
                      localization=traced["localization"])
         d = est.diag
