@@ -195,8 +195,9 @@ def sample(nll_fn: Callable, params0, data, key, config: SamplerConfig, step_siz
       params0: starting parameters (shared by all chains). center: ``w_c`` (default params0).
       step_size: eps (the Langevin move is ``(eps/2) grad log pi + N(0, eps)``); for adapted
         MALA the starting step of the adaptation; HMC starts its leapfrog step at sqrt(eps) (one
-        leapfrog step of size sqrt(eps) is a Langevin move of step eps). nbeta, localization, prior_precision: scalars,
-        may be traced. observe_fn: optional ``params -> pytree`` recorded at every draw.
+        leapfrog step of size sqrt(eps) is a Langevin move of step eps). nbeta, localization,
+        prior_precision: scalars, may be traced. observe_fn: optional ``params -> pytree``
+        recorded at every draw.
     Returns: `Chains` with loss (C, T), accept (C,), observed (C, T, ...), final params (C, ...),
       step_size (C,).
     """
@@ -331,7 +332,7 @@ def _metropolis_steps(log_target, prior_terms, nbeta, data, weights, cfg, eps0, 
         return init_state(w - w0, logdensity(one)), da_init(step0), step0, one, welford
 
     def update(s, key, t, k_perm, burning: bool):
-        st, da, tau, scale, (cnt, mean, m2) = s
+        st, da, tau, scale, (cnt, mean, m2) = s     # tau: blackjax's step (MALA eps/2, HMC leapfrog)
         logp = logdensity(scale)
         if burning and adapt:
             new, info = kernel(key, st, logp, jnp.exp(da.log_step_size))
