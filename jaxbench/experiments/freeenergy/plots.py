@@ -202,7 +202,7 @@ def relu(results_dir):
     from jaxbench.mcmc_diagnostics import THRESHOLDS
     panels = [("rhat", "split R-hat (LLC)", THRESHOLDS["rhat_max"], "linear"),
               ("ess", "ESS (LLC)", THRESHOLDS["ess_min"], "log"),
-              ("accept", "MALA acceptance (LLC)", THRESHOLDS["accept_min"], "linear"),
+              ("accept", "acceptance (LLC sampler)", THRESHOLDS["accept_min"], "linear"),
               ("split_z", "split-half z (LLC)", THRESHOLDS["z_max"], "linear"),
               ("plateau_z", "gamma-plateau z (LLC)", THRESHOLDS["z_max"], "linear"),
               ("var_rel", "nbeta^2 Var / lambda_hat - 1", THRESHOLDS["var_rel_max"], "linear"),
