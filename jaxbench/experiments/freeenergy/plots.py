@@ -209,7 +209,7 @@ def relu(results_dir):
               ("kink_grad", "|grad L_n(w*)|, kinks' slopes free", 1e-4, "log"),
               ("teacher_gap", "n (L_n(teacher) - L_n(w*))", None, "linear"),
               ("f_smc_se", "SMC s.e. over runs (nats)", 1.0, "log"),
-              ("ais_weight_ess", "AIS weight ESS (of particles)", None, "log")]
+              ("ais_weight_ess", "AIS weight ESS (of particles)", None, "linear")]
     fig, axes = plotlib.figure(2, 5, width=2.3, height=2.0)
     pcount = _rows(t, "num_params")
     for ax, (col, title, thr, scale) in zip(axes.ravel(), panels):
