@@ -96,6 +96,17 @@ def _linear_problem(n, d, sigma=1.0, seed=0):
     return x, y, nll
 
 
+def _conjugate_problem():
+    """Bayesian linear regression, n = 200, d = 5, prior N(0, I) (alpha = 1), noise sigma = 1:
+    ``(n, d, alpha, x, y, nll, f_exact)`` with the exact log evidence
+    ``F_n = -log N(y; 0, I + X X^T / alpha)`` (call inside ``jax.enable_x64``)."""
+    n, d, alpha = 200, 5, 1.0
+    x, y, nll = _linear_problem(n, d, seed=1)
+    cov = jnp.eye(n) + x @ x.T / alpha
+    f_exact = float(-jax.scipy.stats.multivariate_normal.logpdf(y, jnp.zeros(n), cov))
+    return n, d, alpha, x, y, nll, f_exact
+
+
 def test_llc_recovers_half_dimension_of_regular_linear_model():
     """Regular model: lambda = d/2 (d = 10, n = 1000, w* = least squares)."""
     with jax.enable_x64(True):
@@ -117,10 +128,7 @@ def test_llc_recovers_half_dimension_of_regular_linear_model():
 def test_ti_matches_exact_log_evidence_of_conjugate_linear_regression():
     """y ~ N(0, sigma^2 I + X X^T / alpha) exactly; TI with MALA on 16 rungs within 1%."""
     with jax.enable_x64(True):
-        n, d, alpha = 200, 5, 1.0
-        x, y, nll = _linear_problem(n, d, seed=1)
-        cov = jnp.eye(n) + x @ x.T / alpha
-        f_exact = float(-jax.scipy.stats.multivariate_normal.logpdf(y, jnp.zeros(n), cov))
+        n, d, alpha, x, y, nll, f_exact = _conjugate_problem()
         w0 = jnp.linalg.solve(x.T @ x, x.T @ y)
         cfg = fe.SamplerConfig("mala", num_chains=4, num_draws=500, num_burnin=100)
         est = jax.jit(lambda k: fe.free_energy_ti(nll, w0, (x, y), k, cfg, 0.5 / n, num_rungs=16,
@@ -134,10 +142,7 @@ def test_ti_matches_exact_log_evidence_of_conjugate_linear_regression():
 def test_ti_quadrature_with_exact_integrand():
     """Simpson on beta = t^4 with the closed-form E_beta[n L_n] of the conjugate model."""
     with jax.enable_x64(True):
-        n, d, alpha = 200, 5, 1.0
-        x, y, _ = _linear_problem(n, d, seed=1)
-        cov = jnp.eye(n) + x @ x.T / alpha
-        f_exact = float(-jax.scipy.stats.multivariate_normal.logpdf(y, jnp.zeros(n), cov))
+        n, d, alpha, x, y, _, f_exact = _conjugate_problem()
 
         def e_nl(beta):
             s = jnp.linalg.inv(beta * x.T @ x + alpha * jnp.eye(d))
@@ -434,10 +439,7 @@ def test_ti_and_ais_agree_with_the_exact_log_evidence_of_bayesian_linear_regress
     standard errors of it, and of each other; the errors are small enough (< 0.5 nat) that a
     wrong estimator could not pass on a wide interval."""
     with jax.enable_x64(True):
-        n, d, alpha = 200, 5, 1.0
-        x, y, nll = _linear_problem(n, d, seed=1)
-        cov = jnp.eye(n) + x @ x.T / alpha
-        f_exact = float(-jax.scipy.stats.multivariate_normal.logpdf(y, jnp.zeros(n), cov))
+        n, d, alpha, x, y, nll, f_exact = _conjugate_problem()
         w0 = jnp.zeros(d)
         ti = jax.jit(lambda k: fe.free_energy_ti(nll, w0, (x, y), k, fe.SamplerConfig("mala", 8, 200, num_burnin=100),
                                                  0.5 / n, num_rungs=32, prior_precision=alpha))(jax.random.key(6))
@@ -459,10 +461,7 @@ def test_smc_normalizer_and_its_ti_agree_with_the_exact_log_evidence_of_bayesian
     the exact log evidence and within 0.5 nat; the two agree with each other and the run flags
     itself converged. (Over keys 0-4 the normalizer's error was 0.06-0.21 nat, s.e. 0.04-0.14.)"""
     with jax.enable_x64(True):
-        n, d, alpha = 200, 5, 1.0
-        x, y, nll = _linear_problem(n, d, seed=1)
-        cov = jnp.eye(n) + x @ x.T / alpha
-        f_exact = float(-jax.scipy.stats.multivariate_normal.logpdf(y, jnp.zeros(n), cov))
+        n, d, alpha, x, y, nll, f_exact = _conjugate_problem()
         smc = jax.jit(lambda k: fe.free_energy_smc(nll, jnp.zeros(d), (x, y), k, fe.SamplerConfig("mala", 64, 1),
                                                    0.5 / n, num_rungs=32, steps_per_rung=4, num_runs=4,
                                                    prior_precision=alpha))(jax.random.key(0))
@@ -486,10 +485,7 @@ def test_ais_is_an_upper_bound_in_expectation_and_flags_a_too_short_ladder():
     an upper bound in expectation, their mean lies far above F_n, and the estimate flags itself
     (weight ESS below 10% of the particles)."""
     with jax.enable_x64(True):
-        n, d, alpha = 200, 5, 1.0
-        x, y, nll = _linear_problem(n, d, seed=1)
-        cov = jnp.eye(n) + x @ x.T / alpha
-        f_exact = float(-jax.scipy.stats.multivariate_normal.logpdf(y, jnp.zeros(n), cov))
+        n, d, alpha, x, y, nll, f_exact = _conjugate_problem()
         ais = jax.jit(lambda k: fe.free_energy_ais(nll, jnp.zeros(d), (x, y), k, fe.SamplerConfig("mala", 64, 1),
                                                    0.5 / n, num_rungs=4, prior_precision=alpha))(jax.random.key(8))
         assert float(jnp.mean(ais.per_chain)) > f_exact + 5
