@@ -53,7 +53,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxbench.learning_coefficients import (dln_learning_coefficient, dln_learning_coefficient_jnp,  # noqa: F401
-                                            dln_multiplicity, rrr_learning_coefficient, rrr_multiplicity)
+                                            chain_llc_exact, dln_multiplicity, rrr_learning_coefficient,
+                                            rrr_multiplicity)
 from jaxbench.mcmc_diagnostics import (THRESHOLDS, Estimate, converged, ess, rhat,  # noqa: F401
                                        split_half, stderr_over_chains, summary, zscore)
 from jaxbench.minimum import (Minimum, check_minimum, curvature, default_grad_tol, find_minimum,  # noqa: F401

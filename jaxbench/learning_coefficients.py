@@ -85,13 +85,18 @@ def dln_learning_coefficient(dims, r: int) -> float:
 
 
 def dln_multiplicity(dims, r: int) -> int:
-    """Order of the pole in Aoyagi's theorem: 1 when ``a = l`` (l divides s), else 2 (our
-    reading; for one hidden layer it reduces to `rrr_multiplicity`). A regular model: 1."""
+    """Order of the largest pole in Aoyagi's theorem (Aoyagi 2024, Thm. 1): ``theta = a (l - a) + 1``
+    with l, a as in `dln_learning_coefficient`, so 1 exactly when ``a = l`` (l divides s). For one
+    hidden layer (l <= 2) it is `rrr_multiplicity` (Aoyagi & Watanabe 2005); for a chain of
+    scalars (every width 1, r = 0, L layers) it is L, the order of ``(w_1 ... w_L)^2`` at 0, a
+    normal crossing of L coordinates. A regular model: 1."""
     dims = _check_dln(dims, r)
     if len(dims) == 2:
         return 1
     _, l, s = _dln_subset(dims, r)
-    return 1 if s % l == 0 else 2
+    c = -(-s // l)
+    a = s - (c - 1) * l
+    return a * (l - a) + 1
 
 
 def dln_learning_coefficient_jnp(dims, r):
@@ -124,4 +129,30 @@ def dln_learning_coefficient_jnp(dims, r):
     c = jnp.ceil(s / l)
     a = s - (c - 1) * l
     lam = (r * (d[0] + d[-1]) - r * r) / 2 + a * (l - a) / (4 * l) - (l - 1) * s * s / (4 * l) + pairs / 2
-    return lam, jnp.where(a == l, 1.0, 2.0)
+    return lam, a * (l - a) + 1
+
+
+def chain_llc_exact(depth: int, t: float, grid: int = 9001) -> float:
+    """The localized estimator's exact value for a chain of scalars, at finite t.
+
+    Model: ``K(w) = (w_1 ... w_L)^2`` (L = depth), sampled from ``exp(-t K(w) - |w|^2 / 2)``;
+    returns ``E[t K]``: what `free_energy.llc` estimates for a loss ``c (w_1 ... w_L)^2`` at w* = 0
+    with ``t = nbeta c / gamma^L`` (substitute ``w = u / sqrt(gamma)``). lambda = 1/2 with a pole
+    of order L, so ``E[t K] -> 1/2 - (L - 1) / log t`` only for ``log t >> L``: a reference with
+    many orders at finite t, where the first-order correction does not hold.
+    Computed from the density of ``log|w_1 ... w_L|`` under the N(0, 1) prior (an L-fold
+    convolution of the density of ``log|N(0, 1)|`` on a grid), then two 1-D integrals.
+    """
+    import numpy as np
+
+    if not (isinstance(depth, int) and depth >= 1) or not t > 0:
+        raise ValueError(f"need an integer depth >= 1 and t > 0, got depth={depth!r} t={t!r}")
+    y = np.linspace(-80.0, 10.0, grid)
+    dy = y[1] - y[0]
+    p1 = 2.0 * np.exp(-0.5 * np.exp(2 * y)) / np.sqrt(2 * np.pi) * np.exp(y)   # density of log|u|
+    p = p1
+    for _ in range(depth - 1):
+        p = np.convolve(p, p1) * dy
+    e = t * np.exp(2 * (depth * y[0] + np.arange(p.size) * dy))                  # t z^2 on the grid
+    w = p * np.exp(-np.minimum(e, 700.0))
+    return float(np.sum(w * e) / np.sum(w))

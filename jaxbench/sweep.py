@@ -370,13 +370,21 @@ def _versions() -> dict:
             "numpy": np.__version__, "optax": optax.__version__, "flax": flax.__version__}
 
 
-def _git(*args) -> str | None:
+def _git(*args, cwd=None) -> str | None:
+    """``git args`` run in ``cwd`` (default: this package's folder); None if git fails."""
     try:
         r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
-                           cwd=Path(__file__).resolve().parent)
+                           cwd=cwd or Path(__file__).resolve().parent)
         return r.stdout.strip() if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _git_dirty(folder=None) -> bool:
+    """Whether tracked files under ``folder`` (default: this package) differ from HEAD. The
+    pathspec is relative to the folder git runs in: "." (it once said "jaxbench" from inside
+    jaxbench/, which matched nothing, so every run recorded a clean tree)."""
+    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", cwd=folder))
 
 
 def matmul_precision(module) -> str:
@@ -525,7 +533,7 @@ def _merge(sweep: Sweep, lays, out: Path, bucket_meta, budget, started, threads)
         "versions": _versions(), "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count(),
         "git_commit": _git("rev-parse", "HEAD") or None,
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", "jaxbench")),
+        "git_dirty": _git_dirty(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     store.write_results(out, rows, arrays, meta)

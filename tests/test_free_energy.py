@@ -235,17 +235,25 @@ def test_rrr_learning_coefficient_against_hand_computed_values(M, N, H, r, lam, 
 
 # Aoyagi (2024), Thm. 1, worked by hand: M_j = H_j - r; S the subset of the smallest M_j with
 # l max_S M <= sum_S M < l min_{not S} M (|S| = l + 1), s = sum_S M, c = ceil(s/l), a = s - (c-1) l,
-# lambda = (r(H_0 + H_L) - r^2)/2 + a(l - a)/(4l) - (l - 1) s^2/(4l) + (1/2) sum_{i<j in S} M_i M_j.
+# lambda = (r(H_0 + H_L) - r^2)/2 + a(l - a)/(4l) - (l - 1) s^2/(4l) + (1/2) sum_{i<j in S} M_i M_j,
+# and the order of the pole m = a(l - a) + 1.
 DLN_CASES = [  # (dims, r, lambda, m)
     # M = (2,3,3,2): {2,2} fails s < l min_rest (4 < 3), {2,2,3} fails max_S < min_rest; S = all,
     # l = 3, s = 10, c = 4, a = 1: (6 - 1)/2 + 1*2/12 - 2*100/12 + (6+6+4+9+6+6)/2 = 4.5
-    ((3, 4, 4, 3), 1, 2.5 + 2 / 12 - 200 / 12 + 37 / 2, 2),
+    ((3, 4, 4, 3), 1, 2.5 + 2 / 12 - 200 / 12 + 37 / 2, 3),
     # M = (3,2,2,3): S = all as above, l = 3, s = 10, a = 1; pairs 37: 7/2 + 2/12 - 200/12 + 37/2 = 5.5
-    ((4, 3, 3, 4), 1, (8 - 1) / 2 + 2 / 12 - 200 / 12 + 37 / 2, 2),
+    ((4, 3, 3, 4), 1, (8 - 1) / 2 + 2 / 12 - 200 / 12 + 37 / 2, 3),
     # M = (1,3,3,3,1): S = {1, 1} (l = 1, s = 2 < 3): 3/2 + 0 - 0 + 1/2 = 2
     ((2, 4, 4, 4, 2), 1, 1.5 + 0.5, 1),
     # M = (2,2,2,2,2,2): S = all, l = 5, s = 12, c = 3, a = 2: 5/2 + 6/20 - 4*144/20 + 15*4/2 = 4
-    ((3, 3, 3, 3, 3, 3), 1, 2.5 + 6 / 20 - 576 / 20 + 30, 2),
+    ((3, 3, 3, 3, 3, 3), 1, 2.5 + 6 / 20 - 576 / 20 + 30, 7),
+    # M = (3,3,3,3,3,3), r = 0: l = 5, s = 18, c = 4, a = 3: 0 + 6/20 - 4*324/20 + 15*9/2 = 3, m = 7
+    ((3, 3, 3, 3, 3, 3), 0, 6 / 20 - 1296 / 20 + 67.5, 7),
+    # a chain of scalars, (w_1 ... w_5)^2 at 0: a normal crossing of 5 coordinates with exponent 2
+    # each, so lambda = 1/2 and the pole has order 5 (independent of the theorem); the theorem:
+    # M = (1,...,1), l = 5, s = 6, c = 2, a = 1: 4/20 - 4*36/20 + 15/2 = 1/2, m = 1*4 + 1 = 5
+    ((1, 1, 1, 1, 1, 1), 0, 0.5, 5),
+    ((1, 1, 1), 0, 0.5, 2),                                # xy at 0: order 2
     # M = (3,2,3,2,3,2): the three 2's fail s < l min_rest (6 < 6), so S = all: l = 5, s = 15,
     # c = 3, a = 5 = l: (7 - 1)/2 + 0 - 4*225/20 + (225 - 39)/4 = 4.5, m = 1
     ((4, 3, 4, 3, 4, 3), 1, 3 + 0 - 900 / 20 + 186 / 4, 1),
@@ -264,6 +272,46 @@ def test_dln_learning_coefficient_against_hand_computed_values(dims, r, lam, m):
         assert float(lam_j) == pytest.approx(lam, abs=1e-12) and int(m_j) == m
 
 
+def test_chain_llc_exact_against_closed_form_monte_carlo_and_asymptote():
+    """`chain_llc_exact`: E[t K] for K = (w_1 ... w_L)^2 under exp(-t K - |w|^2/2). L = 1 in closed
+    form (t / (2t + 1)); L = 2, 5 against Monte Carlo from the prior (an independent second
+    computation); for large log t it approaches lambda - (L - 1)/log t = 1/2 - (L - 1)/log t."""
+    assert fe.chain_llc_exact(1, 10.0) == pytest.approx(10 / 21, rel=1e-9)
+    rng = np.random.default_rng(0)
+    for L, log_t in ((2, 5.0), (5, 5.0), (5, 15.8)):
+        t = np.exp(log_t)
+        z2 = np.prod(rng.standard_normal((L, 2_000_000)), axis=0) ** 2
+        w = np.exp(-np.minimum(t * z2, 700.0))
+        mc = np.sum(w * t * z2) / np.sum(w)
+        assert fe.chain_llc_exact(L, t) == pytest.approx(mc, rel=0.02), (L, log_t)
+    first_order = lambda L, log_t: 0.5 - (L - 1) / log_t
+    assert fe.chain_llc_exact(5, np.exp(5.0)) == pytest.approx(0.156, abs=2e-3)   # first order: -0.30
+    assert abs(fe.chain_llc_exact(5, np.exp(200.0)) - first_order(5, 200.0)) < 2e-3
+    with pytest.raises(ValueError):
+        fe.chain_llc_exact(0, 1.0)
+
+
+def test_hmc_llc_hits_the_exact_finite_n_value_of_an_order_5_singularity():
+    """The estimator (HMC, as lambda_validation's depth-5 cases) on a chain of 5 scalars at
+    lambda_validation's nbeta and gamma: loss (w_1 ... w_5)^2 / 2 at w* = 0, lambda 1/2 with a pole
+    of order 5. At t = nbeta / (2 gamma^5) (log t = 15.8) the exact value is 0.304, 39% below
+    lambda (and the first-order correction 1/2 - 4/log t = 0.25 misses it too): the sampler must
+    hit the exact value, not lambda."""
+    with jax.enable_x64(True):
+        n, gamma, L = 1000, 0.1, 5
+        nbeta = n / np.log(n)
+        data = jnp.ones((n, 1))
+        nll = lambda w, x: 0.5 * (x[:, 0] * jnp.prod(w)) ** 2
+        cfg = fe.SamplerConfig("hmc", num_chains=8, num_draws=4000, num_burnin=1000, num_integration_steps=16,
+                               target_accept=0.9, precondition=True)
+        est = jax.jit(lambda k: fe.llc(nll, jnp.zeros(L), data, k, cfg, 0.1, nbeta=nbeta, localization=gamma,
+                                       plateau=False, check_wstar=False))(jax.random.key(0))
+        exact = fe.chain_llc_exact(L, nbeta / 2 / gamma**L)
+        assert exact == pytest.approx(0.304, abs=1e-3)
+        assert abs(float(est.value) - exact) <= 3 * float(est.stderr) + 0.02 * exact, (est.value, est.stderr, exact)
+        assert float(est.stderr) <= 0.05 * exact and float(est.diag["rhat"]) < 1.05
+
+
 def test_closed_forms_agree_with_their_twin_everywhere_small():
     """The Python and the vectorised jnp implementations agree on every shape with widths <= 4
     and depth <= 4 (float64), and rrr == dln for one hidden layer."""
@@ -276,9 +324,10 @@ def test_closed_forms_agree_with_their_twin_everywhere_small():
                     lam, m = f(jnp.array(dims), r)
                     assert abs(float(lam) - fe.dln_learning_coefficient(dims, r)) < 1e-9, (dims, r)
                     assert int(m) == fe.dln_multiplicity(dims, r), (dims, r)
-                    if L == 3:
+                    if L == 3:   # one hidden layer: Aoyagi & Watanabe (2005), value and order
                         assert fe.dln_learning_coefficient(dims, r) == pytest.approx(
                             fe.rrr_learning_coefficient(dims[0], dims[2], dims[1], r))
+                        assert fe.dln_multiplicity(dims, r) == fe.rrr_multiplicity(dims[0], dims[2], dims[1], r)
         with pytest.raises(ValueError):
             fe.rrr_learning_coefficient(2, 2, 2, 3)
         with pytest.raises(ValueError):

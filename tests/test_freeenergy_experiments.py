@@ -149,23 +149,25 @@ def test_smoke_validation_hits_the_closed_forms(smoke_run):
         assert np.all(c["wstar_ok"]) and np.max(np.abs(c["wstar_gap"])) <= 1e-5, c["label"]
 
 
-# The one case that misses its band (docs/experiments/lambda_validation.md, "Deep linear networks
-# of depth 5"): dln 3-3-3-3-3-3 r1. Its estimate is the same with MALA at 160,000 steps and HMC at
-# 80,000-576,000 gradients, at gamma 0.01 and 0.1 and from n = 10^3 to 10^6: not the sampler,
-# and not a 1/log n approach visible at these n. It is not exempt from honesty: outside its band
-# it must be named in its claim row, and its measured shortfall is pinned (a change of the
-# pipeline that moves it must be looked at).
+# The one case the sampler check does not judge (docs/experiments/lambda_validation.md, "The order
+# of the pole"): dln 3-3-3-3-3-3 r1, whose pole has order m = 7 (Aoyagi's a(l - a) + 1 with l = 5,
+# a = 2): at nbeta = 145 the first-order correction (m - 1)/log(nbeta) = 1.2 is 30% of lambda, and
+# on the exactly solvable chain of order 5 the estimator's exact finite-n value lies far from both
+# lambda and the first-order value, so neither is a target for it. Its estimate is the same with
+# MALA at 160,000 steps and HMC at 80,000-576,000 gradients, at gamma 0.01 and 0.1 and from
+# n = 10^3 to 10^6. It is not exempt from honesty: it must be named in its claim row, and its
+# measured shortfall is pinned (a change of the pipeline that moves it must be looked at).
 SHORTFALLS = lambda c: c["label"] == "dln 3-3-3-3-3-3 r1"
-SHORTFALL_RANGE = (-0.18, -0.02)   # measured vs the corrected target: -13.4% (sampler), -5.1% / -6.3% (statistical)
+SHORTFALL_RANGE = (-0.22, -0.05)   # measured vs lambda: -17.7% (sampler), -9.9% / -9.7% (statistical)
 
 
 def test_committed_validation_results_hit_the_closed_forms(root):
     """The must-hold numbers, read from the committed default sweep (results/lambda_validation):
     sampler check at n = 1000 and statistical check at n = 1000 and 10000, 18 cases each, 8 seeds;
     every case's mean over seeds within 10% (sampler check; vs lambda - (m-1)/log(nbeta) allowed
-    where m > 1) or 15% (statistical check) of the closed form, with s.e./lambda <= 5%; the
-    known shortfall (above) stays where it was measured and, outside its band, is named in its
-    claim row."""
+    where m > 1, judged where that correction is within 10% of lambda) or 15% (statistical check,
+    every case) of the closed form, with s.e./lambda <= 5%; the one case outside the sampler
+    check's regime (above) stays where it was measured and is named in its claim row."""
     from jaxbench.experiments.freeenergy import validation_claims as lc
     out = root / "results" / "lambda_validation"
     cases = lc.cases(out)
@@ -175,20 +177,22 @@ def test_committed_validation_results_hit_the_closed_forms(root):
         assert {c["label"].split()[0] for c in sel} == {"linear", "rrr", "dln"}
         assert {c["label"].count("-") for c in sel if c["label"].startswith("dln")} >= {3, 4, 5}   # depth 3-5
     assert min(c["seeds"] for c in cases) >= 8
-    held = [c for c in cases if not SHORTFALLS(c)]
-    assert len(held) >= 3 * 17
+    apart = [(c["check"], c["label"]) for c in cases if not lc.in_regime(c)]
+    assert apart == [("sampler", "dln 3-3-3-3-3-3 r1")], apart
+    held = [c for c in cases if lc.in_regime(c)]
+    assert len(held) == 3 * 18 - 1
     bad = [(c["check"], c["label"], c["n"], round(c["rel_err"], 3)) for c in held if not lc.within(c)]
     assert not bad, bad
-    wide = [(c["check"], c["label"], c["n"], round(c["se"] / c["lambda"], 3)) for c in held
+    wide = [(c["check"], c["label"], c["n"], round(c["se"] / c["lambda"], 3)) for c in cases
             if c["se"] / c["lambda"] > lc.SE_MAX]
     assert not wide, wide
     rows = {r.claim: r for r in lc.claims(out)}
     for c in cases:
         if SHORTFALLS(c):
-            assert SHORTFALL_RANGE[0] <= c["rel_err_corrected"] <= SHORTFALL_RANGE[1], (c["check"], c["n"], c["mean"])
-            if not lc.within(c):
+            assert c["m"] == 7 and SHORTFALL_RANGE[0] <= c["rel_err"] <= SHORTFALL_RANGE[1], (c["check"], c["n"], c["mean"])
+            if not lc.in_regime(c):
                 row = next(r for k, r in rows.items() if f"{c['check']} check, n = {c['n']}" in k)
-                assert c["label"] in row.measured and row.verdict != "reproduced", row
+                assert c["label"] in row.measured and "not judged" in row.measured, row
 
 
 def test_every_free_energy_preset_loads(root):

@@ -288,3 +288,23 @@ def test_matmul_precision_policy_is_baked_into_every_bucket_program(tmp_path, ca
             assert dot_precisions(g) == expected
     out = sweep.run(f, out=tmp_path / "r", progress=False, plot=False)
     assert store.load(out).meta["matmul_precision"] == "highest"
+
+
+def test_git_dirty_sees_a_changed_tracked_file(tmp_path):
+    """meta.json's git_dirty: false on a clean checkout, true once a tracked file under the folder
+    changes (untracked files do not count)."""
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "mod.py").write_text("x = 1\n")
+    env = ["-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", *env, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run(["git", *env, "commit", "-qm", "init"], cwd=tmp_path, check=True)
+    (pkg / "new.py").write_text("y = 2\n")
+    assert sweep._git_dirty(pkg) is False
+    (pkg / "mod.py").write_text("x = 2\n")
+    assert sweep._git_dirty(pkg) is True

@@ -15,7 +15,8 @@ def validation(results_dir):
 
     Big markers: mean over seeds ± s.e.; hollow grey when any seed was flagged (not converged
     or wstar_ok false). Small dots: the seeds. Shaded: the ±10% band; '|' marks the target
-    lambda - (m-1)/log(nbeta) where the multiplicity m > 1."""
+    lambda - (m-1)/log(nbeta) where the multiplicity m > 1; a sampler check outside the first-order
+    regime (`validation_claims.in_regime`) is labelled as not judged."""
     from jaxbench.experiments.freeenergy import validation_claims as lc
 
     res = store.load(results_dir)
@@ -24,7 +25,7 @@ def validation(results_dir):
     ns = sorted({c["n"] for c in cs})
     offsets = {n: (k - (len(ns) - 1) / 2) * 0.3 for k, n in enumerate(ns)}
     markers = dict(zip(ns, ["o", "s", "D", "^"]))
-    errs = np.concatenate([c["values"] / c["lambda"] - 1 for c in cs])
+    errs = np.concatenate([c["values"] / c["lambda"] - 1 for c in cs] + [[c["corrected"] / c["lambda"] - 1 for c in cs]])
     lim = float(np.clip(1.08 * np.nanmax(np.abs(errs)), 0.2, 1.0))
     fig, axes = plotlib.figure(1, 2, width=4.3, height=0.28 * len(labels) + 1.6, sharey=True)
     for ax, check, title in ((axes[0, 0], "sampler", "sampler check: noise-free, w* = truth"),
@@ -44,6 +45,9 @@ def validation(results_dir):
                         color="0.55" if flagged else color, mfc="none" if flagged else color, zorder=3)
             if c["m"] > 1:
                 ax.plot([c["corrected"] / c["lambda"] - 1] * 2, [y - 0.22, y + 0.22], color="k", lw=1)
+            if not lc.in_regime(c):
+                ax.annotate(f"m = {c['m']}: outside the first-order regime, not judged", (c["rel_err"], y),
+                            xytext=(6, -9), textcoords="offset points", fontsize=5, ha="left")
         for n in ns:
             ax.errorbar([], [], fmt=markers[n], color="k", ms=4, label=f"n = {n}")
         ax.errorbar([], [], fmt="o", color="0.55", mfc="none", ms=4, label="a seed flagged")

@@ -5,7 +5,9 @@ w* = the truth) or "statistical" (noisy data, w* = `find_minimum`). Each case's 
 mean of lambda_hat over seeds, its s.e. the seeds' standard error (this includes the data's
 randomness in the statistical check). Bands: 10% (sampler; against lambda or, where the
 multiplicity m > 1, against lambda - (m - 1) / log(nbeta)) and 15% (statistical, against
-lambda); precision: s.e. / lambda <= 5% (so that no case passes by a wide interval).
+lambda); precision: s.e. / lambda <= 5% (so that no case passes by a wide interval). A sampler
+check is judged only where lambda is its target to first order (`in_regime`); the others are
+reported beside it.
 """
 
 from __future__ import annotations
@@ -55,15 +57,27 @@ def within(c) -> bool:
     return min(errs) <= band
 
 
+def in_regime(c) -> bool:
+    """Whether a case's check can be judged against lambda: always for the statistical check; for
+    the sampler check where the first-order correction (m - 1) / log(nbeta) is within its band
+    (10% of lambda). Beyond it (a pole of high order at small nbeta: dln 3-3-3-3-3-3 r1, m = 7,
+    1.2 = 30% of lambda at nbeta = 145) the estimator's exact finite-n value is far from both
+    lambda and the first-order value, as on the exactly solvable chain of order 5
+    (docs/experiments/lambda_validation.md, "The order of the pole"): not a test of the sampler."""
+    return c["check"] != "sampler" or c["lambda"] - c["corrected"] <= BANDS["sampler"] * c["lambda"] + 1e-9
+
+
 def claims(results_dir) -> list[report.Check]:
     cs = cases(results_dir)
     t = store.load(results_dir).table
     rows = []
     for check in ("sampler", "statistical"):
         for n in sorted({c["n"] for c in cs if c["check"] == check}):
-            sel = [c for c in cs if c["check"] == check and c["n"] == n]
+            every = [c for c in cs if c["check"] == check and c["n"] == n]
+            sel = [c for c in every if in_regime(c)]
             if not sel:
                 continue
+            apart = [c for c in every if not in_regime(c)]
             bad = [c for c in sel if not within(c)]
             wide = [c for c in sel if c["se"] / c["lambda"] > SE_MAX]
             worst = max(sel, key=lambda c: abs(c["rel_err"]))
@@ -71,10 +85,15 @@ def claims(results_dir) -> list[report.Check]:
             measured = (f"{len(sel) - len(bad)}/{len(sel)} cases within ±{BANDS[check]:.0%}; worst {worst['label']}: "
                         f"{worst['mean']:.3g} ± {worst['se']:.2g} vs {worst['lambda']:.3g} ({worst['rel_err']:+.1%})"
                         + (f"; outside: {_outside(bad)}" if bad else "")
-                        + f"; max s.e./lambda {max(c['se'] / c['lambda'] for c in sel):.1%}")
+                        + f"; max s.e./lambda {max(c['se'] / c['lambda'] for c in sel):.1%}"
+                        + (f"; not judged, (m-1)/log(nbeta) > {BANDS[check]:.0%} of lambda: " + ", ".join(
+                            f"{c['label']} (m = {c['m']}: {c['lambda'] - c['corrected']:.2g}) {c['mean']:.3g} ± {c['se']:.2g}, "
+                            f"{c['rel_err']:+.1%} of lambda, {c['rel_err_corrected']:+.1%} of the first-order value"
+                            for c in apart) if apart else ""))
             criterion = (f"every case |mean lambda_hat / lambda - 1| <= {BANDS[check]:.0%}"
                          + (" (or vs lambda - (m-1)/log(nbeta) where m > 1)" if check == "sampler" else "")
-                         + f", s.e./lambda <= {SE_MAX:.0%}, over {sel[0]['seeds']} seeds")
+                         + f", s.e./lambda <= {SE_MAX:.0%}, over {sel[0]['seeds']} seeds"
+                         + (", where (m-1)/log(nbeta) <= 10% of lambda" if check == "sampler" else ""))
             rows.append(report.check(f"lambda_hat hits the closed form: {check} check, n = {n} ({what})",
                                      measured, criterion, not bad and not wide, partly=len(bad) < len(sel) / 2))
     noisy = [c for c in cs if c["check"] == "statistical"]
