@@ -143,10 +143,13 @@ def chain_llc_exact(depth: int, t: float, grid: int = 9001) -> float:
     Computed from the density of ``log|w_1 ... w_L|`` under the N(0, 1) prior (an L-fold
     convolution of the density of ``log|N(0, 1)|`` on a grid), then two 1-D integrals.
     """
+    import numbers
+
     import numpy as np
 
-    if not (isinstance(depth, int) and depth >= 1) or not t > 0:
-        raise ValueError(f"need an integer depth >= 1 and t > 0, got depth={depth!r} t={t!r}")
+    if not (isinstance(depth, numbers.Integral) and depth >= 1) or not 0 < t < np.inf:
+        raise ValueError(f"need an integer depth >= 1 and a finite t > 0, got depth={depth!r} t={t!r}")
+    depth = int(depth)
     y = np.linspace(-80.0, 10.0, grid)
     dy = y[1] - y[0]
     p1 = 2.0 * np.exp(-0.5 * np.exp(2 * y)) / np.sqrt(2 * np.pi) * np.exp(y)   # density of log|u|

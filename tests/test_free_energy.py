@@ -287,8 +287,10 @@ def test_chain_llc_exact_against_closed_form_monte_carlo_and_asymptote():
     first_order = lambda L, log_t: 0.5 - (L - 1) / log_t
     assert fe.chain_llc_exact(5, np.exp(5.0)) == pytest.approx(0.156, abs=2e-3)   # first order: -0.30
     assert abs(fe.chain_llc_exact(5, np.exp(200.0)) - first_order(5, 200.0)) < 2e-3
-    with pytest.raises(ValueError):
-        fe.chain_llc_exact(0, 1.0)
+    assert fe.chain_llc_exact(np.int64(1), 10.0) == pytest.approx(10 / 21, rel=1e-9)
+    for bad in ((0, 1.0), (2.5, 1.0), (2, 0.0), (2, np.inf), (2, np.nan)):
+        with pytest.raises(ValueError):
+            fe.chain_llc_exact(*bad)
 
 
 def test_hmc_llc_hits_the_exact_finite_n_value_of_an_order_5_singularity():
