@@ -185,3 +185,36 @@ def lapack_calls_overlap() -> bool:
 
     major, minor = (int(p) for p in version("jaxlib").split(".")[:2])
     return jax.default_backend() == "cpu" and (major, minor) >= (0, 10)
+
+
+# ----------------------------------------------------------------------------- materialize
+# XLA's CPU fusion copies an elementwise producer into every fusion that reads it. A normal draw
+# is a long elementwise chain (threefry bits -> uniform -> erf_inv polynomial), so one draw cut
+# into k pieces (`jaxbench.data.normals`) was compiled k times over: 9,356 of the 15,543
+# optimized HLO lines of the local_recovery_random bucket were 36 copies of one draw.
+# `lax.optimization_barrier` does not stop this (XLA's CPU pipeline removes barriers before
+# fusion); a loop's result is a buffer that no fusion outside the loop can reach into.
+
+
+def materialize(x):
+    """``x`` (one array), computed once into a buffer: an identity that XLA cannot fuse through.
+
+    A ``while`` loop of one trip that XLA cannot count (it also stops when ``x[0]`` is NaN, read
+    from the loop's own buffer: reading it from ``x`` would fuse ``x``'s producer once more) and
+    whose body adds ``0.0 * counter`` (not folded: ``0 * inf`` is NaN), so the loop is neither
+    inlined nor forwarded. Values are unchanged (``x + 0.0`` is ``x`` for every finite, infinite
+    and NaN input; ``-0.0`` becomes ``+0.0``). Float arrays only.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.size == 0:
+        raise TypeError(f"materialize: expected a non-empty float array, got {x.dtype}{list(x.shape)}")
+
+    def more(carry):
+        i, v = carry
+        first = jnp.ravel(v)[0]
+        return (i < 1) & (first == first)
+
+    def body(carry):
+        i, v = carry
+        return i + 1, v + 0.0 * i.astype(v.dtype)
+
+    return lax.while_loop(more, body, (jnp.zeros((), jnp.int32), x))[1]

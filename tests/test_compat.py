@@ -124,3 +124,35 @@ def test_the_bucket_that_hung_make_sweep_finishes_every_time(tmp_path):
                             "--fresh", "--no-progress", "--no-plot"],
                            capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
         assert r.returncode == 0, f"run {i}: exit {r.returncode}: {r.stderr[-2000:]}"
+
+
+def _generator_copies(fn, *args) -> int:
+    """How many computations of the optimized program evaluate erf_inv (a normal draw's last step)."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    comps = text.split("\n\n")  # HLO text: one computation per blank-line-separated block
+    return sum(any("erf_inv" in line for line in c.splitlines()) for c in comps)
+
+
+def test_materialize_is_the_identity_and_stops_xla_from_copying_a_draw_into_every_consumer():
+    with jax.enable_x64(True):
+        x = jnp.array([1.5, -0.0, jnp.inf, -jnp.inf, jnp.nan, 1e-300, -2.0**60])
+        out = np.asarray(jax.jit(compat.materialize)(x))
+        np.testing.assert_array_equal(out, np.asarray(x))  # NaN == NaN here; -0.0 == 0.0
+        nan_first = np.asarray(jax.jit(compat.materialize)(x[::-1]))  # x[0] NaN: the loop runs 0 times
+        np.testing.assert_array_equal(nan_first, np.asarray(x[::-1]))
+        a = jnp.arange(6.0).reshape(2, 3)
+        np.testing.assert_array_equal(jax.vmap(compat.materialize)(a), a)  # batched (a per-variant loop)
+
+        def pieces(key, keep):
+            z = jax.random.normal(key, (60,))
+            z = compat.materialize(z) if keep else z
+            return [jnp.sin(z[10 * i:10 * (i + 1)]) @ jnp.cos(z[10 * i:10 * (i + 1)]) for i in range(6)]
+
+        key = jax.random.PRNGKey(0)
+        np.testing.assert_allclose(jax.jit(pieces, static_argnums=1)(key, True),  # fused differently
+                                   jax.jit(pieces, static_argnums=1)(key, False), rtol=1e-13)
+        copied = _generator_copies(lambda k: pieces(k, False), key)
+        once = _generator_copies(lambda k: pieces(k, True), key)
+        assert once == 1 < copied, (once, copied)  # measured: 6 copies -> 1
+    with pytest.raises(TypeError, match="float array"):
+        compat.materialize(jnp.arange(3))

@@ -102,3 +102,14 @@ def test_cpu_threefry_backport_draws_the_same_bits(tmp_path):
         assert plain["rolled"].tolist() == [True, True] and here["rolled"].tolist() == [True, False]
     for name in set(plain.files) - {"rolled"}:  # ... and drew the same bits
         np.testing.assert_array_equal(here[name], plain[name], err_msg=name)
+
+
+def test_normals_cuts_one_draw_into_the_requested_shapes():
+    key = jax.random.PRNGKey(3)
+    shapes = [(2, 3), (4,), (1, 2, 2)]
+    parts = jax.jit(lambda k: data.normals(k, shapes))(key)
+    assert [p.shape for p in parts] == shapes
+    flat = jax.random.normal(key, (14,))  # the same numbers as one plain draw, in order
+    np.testing.assert_array_equal(np.concatenate([np.ravel(p) for p in parts]), flat)
+    with jax.enable_x64(True):
+        assert data.normals(key, [(3,)], jnp.float64)[0].dtype == jnp.float64

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbench import bounds, mlp
+from jaxbench import bounds, data, mlp
 from jaxbench.experiments import one_of, positive, static, traced
 
 NAME = "arch_bounds"
@@ -65,19 +65,6 @@ def check(v: dict) -> None:
         raise ValueError(f"width = {v['width']} < output dimension {v['k']}: the construction needs width >= k")
 
 
-def _normals(key, shapes):
-    """Standard normal arrays of the given shapes from ONE draw.
-
-    Each separate ``jax.random.normal`` call costs ~0.3 s of XLA compile time on CPU (float64);
-    a depth-16 `mlp.init` makes 34 of them, so one draw carved into pieces keeps a bucket's
-    compile time small.
-    """
-    sizes = [int(np.prod(sh)) for sh in shapes]
-    z = jax.random.normal(key, (sum(sizes),))
-    offsets = np.cumsum([0, *sizes])
-    return [z[a:b].reshape(sh) for a, b, sh in zip(offsets[:-1], offsets[1:], shapes)]
-
-
 def init(spec: mlp.MLPSpec, key):
     """`mlp.init`'s distribution in the stacked format of `_apply_scan`, from one normal draw.
 
@@ -93,7 +80,7 @@ def init(spec: mlp.MLPSpec, key):
         shapes += [(L - 1, m, m), (L - 1, m)]
     if L >= 1:
         shapes += [(m, k), (k,)]
-    z = _normals(key, shapes)
+    z = data.normals(key, shapes)
     fans = [d] + ([m] if L >= 2 else []) + ([m] if L >= 1 else [])
     layers = []
     for (w, b), fan_in in zip(zip(z[::2], z[1::2]), fans):
@@ -151,7 +138,7 @@ def draw(s, key, noise):
     """
     nm, d, k, m = s.d, s.d, s.k, s.n_test
     tw = s.teacher_width
-    x, xt, e, et, b, w1, w2 = _normals(key, [(nm, d), (m, d), (nm, k), (m, k), (d, k), (d, tw), (tw, k)])
+    x, xt, e, et, b, w1, w2 = data.normals(key, [(nm, d), (m, d), (nm, k), (m, k), (d, k), (d, tw), (tw, k)])
     if s.data == "linear":
         f = lambda v: v @ b / np.sqrt(d)  # noqa: E731
     else:

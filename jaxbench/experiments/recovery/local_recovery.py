@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbench import data
 from jaxbench.experiments import in_range, one_of, positive, traced
 from jaxbench.experiments.recovery import dynamics as D
 from jaxbench.experiments.recovery import geometry as G
@@ -99,11 +100,8 @@ def check(v: dict) -> None:
 
 
 def _draw(key, shapes: dict, dtype):
-    """Standard normal arrays of the given shapes from ONE random call (fewer calls compile faster)."""
-    sizes = [int(np.prod(s)) for s in shapes.values()]
-    flat = jax.random.normal(key, (sum(sizes),), dtype)
-    cuts = np.cumsum([0, *sizes])
-    return {k: flat[i:j].reshape(s) for (k, s), i, j in zip(shapes.items(), cuts[:-1], cuts[1:])}
+    """Standard normal arrays of the given shapes (a dict name -> shape) from ONE draw."""
+    return dict(zip(shapes, data.normals(key, list(shapes.values()), dtype)))
 
 
 def start(static, tr, g, a_q, w_q, active):
