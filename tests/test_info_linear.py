@@ -149,3 +149,29 @@ def test_smoke_preset_end_to_end(smoke):
         con = a["klb_contracted"][i, : K + 1]
         assert np.all(con <= a["klb_uncontracted"][i, : K + 1] * (1 + 1e-12))
         assert np.all(con >= t["gap01"][i] + 2 * t["gap01_se"][i])
+
+
+@pytest.mark.parametrize("mech", ["none", "dropout", "dropconnect"])
+def test_batched_draws_are_the_per_layer_draws(mech):
+    """The layers' random matrices and masks come from one vmapped draw / one scanned layer: the
+    same numbers as a draw per key, checked against a plain per-layer loop."""
+    keys = jax.random.split(jax.random.PRNGKey(4), 3)
+    for k, o in zip(keys, lin._orthogonal(keys, 4)):
+        q, r = np.linalg.qr(np.asarray(jax.random.normal(k, (4, 4))))
+        np.testing.assert_allclose(o, q * np.sign(np.diag(r)), rtol=0, atol=1e-13)
+    s, p = _static(d=3, mech=mech), _traced(strength=0.4 if mech != "none" else 0.0)
+    W = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 3))
+    z = jax.random.normal(jax.random.PRNGKey(6), (5, 7, 3))
+    key = jax.random.PRNGKey(7)
+    t, q = np.asarray(z), 0.4
+    for k in range(2):  # the per-layer loop, in numpy from the same keys
+        kk = jax.random.fold_in(key, k)
+        w = np.asarray(W[k])
+        if mech == "dropout":
+            t = np.einsum("rmj,ij->rmi", t, w) * np.asarray(jax.random.bernoulli(kk, 1 - q, t.shape)) / (1 - q)
+        elif mech == "dropconnect":
+            m = np.asarray(jax.random.bernoulli(kk, 1 - q, t.shape[:2] + w.shape))
+            t = np.einsum("rmij,rmj->rmi", m * w / (1 - q), t)
+        else:
+            t = np.einsum("rmj,ij->rmi", t, w)
+    np.testing.assert_allclose(lin._mechanism(s, p, W, z, key), t, rtol=1e-12, atol=1e-14)

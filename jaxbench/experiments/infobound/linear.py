@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbench import info
+from jaxbench import compat, info
 from jaxbench.experiments import Param, one_of, positive
 
 NAME = "info_linear"
@@ -84,9 +84,12 @@ def check(v):
         raise ValueError(f"rank = {v['rank']}: must lie in [1, d = {v['d']}]")
 
 
-def _orthogonal(key, d):
-    q, r = jnp.linalg.qr(jax.random.normal(key, (d, d)))
-    return q * jnp.sign(jnp.diagonal(r))
+def _orthogonal(keys, d):
+    """Random orthogonal ``(len(keys), d, d)``, one per key: the Q of a QR of a normal draw, signs
+    fixed by R's diagonal. One vmapped draw (the same numbers as a draw per key; one generator
+    compiled instead of one per layer)."""
+    q, r = jnp.linalg.qr(jax.vmap(lambda k: jax.random.normal(k, (d, d)))(keys))
+    return q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
 
 
 def layers(s, p, key):
@@ -100,9 +103,8 @@ def layers(s, p, key):
     if s.arch == "aniso":
         g = jnp.concatenate([jnp.ones(1), jnp.full((d - 1,), p["rho"])])
         return jnp.broadcast_to(jnp.diag(g), (K, d, d)), jnp.eye(d), jnp.ones(d)
-    ks = jax.random.split(key, K + 1)
-    V = _orthogonal(ks[0], d)
-    Os = [_orthogonal(k, d) for k in ks[1:]]
+    O = _orthogonal(jax.random.split(key, K + 1), d)
+    V, Os = O[0], O[1:]
     W = [p["beta"] * Os[0] @ (mask[:, None] * V.T)] + [p["beta"] * o for o in Os[1:]]
     return jnp.stack(W), V, mask
 
@@ -130,19 +132,22 @@ def _mechanism(s, p, W, z, key):
     """Evaluated last-hidden representations ``T_K (R, m, d)`` of points ``z (R, m, d)``, fresh masks.
 
     All masks of a layer come from ONE key (a vmap over per-set keys compiled pathologically slowly
-    under the engine's outer vmap: minutes instead of seconds, measured)."""
+    under the engine's outer vmap: minutes instead of seconds, measured). The layers run in a
+    ``lax.scan``, so the mask generator is compiled once, not once per layer (the same draws:
+    layer k's key is ``fold_in(key, k)`` either way)."""
     q = p["strength"]
-    t = z
-    for k, w in enumerate(W):
+
+    def layer(t, kw):
+        k, w = kw
         kk = jax.random.fold_in(key, k)
         if s.mech == "dropout":
-            t = jnp.einsum("rmj,ij->rmi", t, w) * jax.random.bernoulli(kk, 1 - q, t.shape) / (1 - q)
-        elif s.mech == "dropconnect":
+            return jnp.einsum("rmj,ij->rmi", t, w) * jax.random.bernoulli(kk, 1 - q, t.shape) / (1 - q), None
+        if s.mech == "dropconnect":
             m = jax.random.bernoulli(kk, 1 - q, t.shape[:2] + w.shape)
-            t = jnp.einsum("rmij,rmj->rmi", m * w / (1 - q), t)
-        else:
-            t = jnp.einsum("rmj,ij->rmi", t, w)
-    return t
+            return jnp.einsum("rmij,rmj->rmi", m * w / (1 - q), t), None
+        return jnp.einsum("rmj,ij->rmi", t, w), None
+
+    return jax.lax.scan(layer, z, (jnp.arange(W.shape[0]), W))[0]
 
 
 def _row_space_projection(b, tol=1e-9):
@@ -168,25 +173,19 @@ def _mask_mi(s, p, W, V, mask, key, n, R):
     ``Q = diag(mask) V^T Pi_l V diag(mask)`` (its eigenvalues are the squared canonical
     correlations of ``(sqrt(n) V^T Zbar, B^M_l Z_i)``), ``I = -1/2 log det(I - Q / n)``."""
     q, d = p["strength"], s.d
-    masks = []
-    for k, w in enumerate(W):
-        kk = jax.random.fold_in(key, k)
-        if s.mech == "dropout":
-            masks.append(jax.random.bernoulli(kk, 1 - q, (R, d))[:, :, None] * w)
-        else:
-            masks.append(jax.random.bernoulli(kk, 1 - q, (R, d, d)) * w)
+    shape = (R, d) if s.mech == "dropout" else (R, d, d)
+    # layer k's masks from fold_in(key, k), all layers in one vmapped draw (one generator compiled)
+    drawn = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(key, k), 1 - q, shape))(jnp.arange(len(W)))
+    masked = (drawn[..., None] if s.mech == "dropout" else drawn) * W[:, None]  # (K, R, d, d)
+    # one step per layer l = 0..K (a trailing identity: B_K's step multiplies by nothing that is used)
+    steps = jnp.concatenate([masked, jnp.broadcast_to(jnp.eye(d), (1, R, d, d))])
 
-    def one(ws):
-        out, B = [], jnp.eye(d)
-        for k in range(len(W) + 1):
-            Q = mask[:, None] * (V.T @ _row_space_projection(B) @ V) * mask[None, :]
-            low = info.cholesky_loop(jnp.eye(d) - 0.5 * (Q + Q.T) / n)
-            out.append(-jnp.sum(jnp.log(jnp.diagonal(low))))
-            if k < len(W):
-                B = ws[k] @ B
-        return jnp.stack(out)
+    def layer(B, w):
+        Q = mask[:, None] * (V.T @ _row_space_projection(B) @ V) * mask[None, :]
+        low = info.cholesky_loop(jnp.eye(d) - 0.5 * (Q + Q.T) / n)
+        return w @ B, -jnp.sum(jnp.log(jnp.diagonal(low)))
 
-    return jax.vmap(one)(masks)
+    return jax.vmap(lambda ws: jax.lax.scan(layer, jnp.eye(d), ws)[1])(jnp.moveaxis(steps, 0, 1))
 
 
 def run_one(s, p, key):
@@ -202,7 +201,8 @@ def run_one(s, p, key):
     r = jnp.sum(mask)
     sem = lambda v: jnp.std(v, ddof=1, axis=0) / math.sqrt(R)
 
-    zbar_dev = jax.random.normal(k_data, (R, d)) * sig / math.sqrt(n)  # Zbar - mu, one per training set
+    # Zbar - mu, one per training set (materialized: XLA would compile its draw into each consumer)
+    zbar_dev = compat.materialize(jax.random.normal(k_data, (R, d))) * sig / math.sqrt(n)
     w = (mu + zbar_dev) @ BK.T  # (R, d)
     shift0 = zbar_dev @ P  # E[Z_i | w] - mu = P (Zbar - mu)
 
