@@ -196,25 +196,31 @@ def lapack_calls_overlap() -> bool:
 # fusion); a loop's result is a buffer that no fusion outside the loop can reach into.
 
 
-def materialize(x):
-    """``x`` (one array), computed once into a buffer: an identity that XLA cannot fuse through.
+def materialize(tree):
+    """``tree`` (an array or a pytree of arrays), computed once into buffers: an identity that XLA
+    cannot fuse through.
 
-    A ``while`` loop of one trip that XLA cannot count (it also stops when ``x[0]`` is NaN, read
-    from the loop's own buffer: reading it from ``x`` would fuse ``x``'s producer once more) and
-    whose body adds ``0.0 * counter`` (not folded: ``0 * inf`` is NaN), so the loop is neither
-    inlined nor forwarded. Values are unchanged (``x + 0.0`` is ``x`` for every finite, infinite
-    and NaN input; ``-0.0`` becomes ``+0.0``). Float arrays only.
+    A ``while`` loop of one trip that XLA cannot count (it also stops when the first leaf's first
+    element is NaN, read from the loop's own buffer: reading it from the input would fuse its
+    producer once more) and whose body adds ``0.0 * counter`` to every leaf (not folded:
+    ``0 * inf`` is NaN), so the loop is neither inlined nor forwarded. Values are unchanged
+    (``x + 0.0`` is ``x`` for every finite, infinite and NaN input; ``-0.0`` becomes ``+0.0``).
+    Non-empty float arrays only.
     """
-    if not jnp.issubdtype(x.dtype, jnp.floating) or x.size == 0:
-        raise TypeError(f"materialize: expected a non-empty float array, got {x.dtype}{list(x.shape)}")
+    leaves = jax.tree.leaves(tree)
+    for x in leaves:
+        if not jnp.issubdtype(x.dtype, jnp.floating) or x.size == 0:
+            raise TypeError(f"materialize: expected non-empty float arrays, got {x.dtype}{list(x.shape)}")
+    if not leaves:
+        return tree
 
     def more(carry):
         i, v = carry
-        first = jnp.ravel(v)[0]
+        first = jnp.ravel(jax.tree.leaves(v)[0])[0]
         return (i < 1) & (first == first)
 
     def body(carry):
         i, v = carry
-        return i + 1, v + 0.0 * i.astype(v.dtype)
+        return i + 1, jax.tree.map(lambda a: a + 0.0 * i.astype(a.dtype), v)
 
-    return lax.while_loop(more, body, (jnp.zeros((), jnp.int32), x))[1]
+    return lax.while_loop(more, body, (jnp.zeros((), jnp.int32), tree))[1]

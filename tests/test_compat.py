@@ -154,5 +154,8 @@ def test_materialize_is_the_identity_and_stops_xla_from_copying_a_draw_into_ever
         copied = _generator_copies(lambda k: pieces(k, False), key)
         once = _generator_copies(lambda k: pieces(k, True), key)
         assert once == 1 < copied, (once, copied)  # measured: 6 copies -> 1
-    with pytest.raises(TypeError, match="float array"):
+        tree = {"w": jnp.ones((2, 2)), "b": [jnp.zeros(3), jnp.full((1,), -jnp.inf)]}
+        out = jax.jit(compat.materialize)(tree)  # a pytree: one loop for every leaf
+        jax.tree.map(np.testing.assert_array_equal, out, tree)
+    with pytest.raises(TypeError, match="float arrays"):
         compat.materialize(jnp.arange(3))

@@ -66,3 +66,20 @@ def test_wrong_input_dim_raises():
     spec = mlp.MLPSpec(3, (4,), 1)
     with pytest.raises(ValueError, match="in_dim=3"):
         mlp.apply(spec, mlp.init(spec, jax.random.PRNGKey(0)), jnp.ones((2, 5)))
+
+
+def test_init_draws_are_the_plain_normal_draws():
+    """`init` materializes its arrays (compile time); the values are still the per-layer draws:
+    bit for bit unscaled (ntk), to float32 rounding of the scale (XLA folds it into the draw's own
+    constant) in the standard parametrization."""
+    key = jax.random.PRNGKey(11)
+    for par, tol in (("ntk", 0.0), ("standard", 3e-7)):
+        spec = mlp.MLPSpec(3, (5, 4), 2, parametrization=par, w_std=1.5, b_std=0.5)
+        params = jax.jit(lambda k: mlp.init(spec, k))(key)
+        for k, layer, fan_in, fan_out in zip(jax.random.split(key, 3), params, spec.dims[:-1], spec.dims[1:]):
+            kw, kb = jax.random.split(k)
+            w, b = jax.random.normal(kw, (fan_in, fan_out)), jax.random.normal(kb, (fan_out,))
+            if par == "standard":
+                w, b = w * (1.5 / np.sqrt(fan_in)), b * 0.5
+            np.testing.assert_allclose(layer["w"], w, rtol=tol, atol=0)
+            np.testing.assert_allclose(layer["b"], b, rtol=tol, atol=0)
