@@ -1,5 +1,8 @@
 """Work-arounds for the jax that jaxbench pins: same numbers, programs that finish and compile fast.
 
+Materialized draws (`materialize`, at the end): XLA's CPU fusion compiles a random draw again
+inside every consumer; one loop makes it a buffer.
+
 LAPACK ordering (`serialize_lapack`, below): jaxlib 0.10's CPU LAPACK kernels deadlock when
 several batched calls run at once; the sweep engine orders every LAPACK call of a bucket's
 program one after another.
@@ -205,7 +208,8 @@ def materialize(tree):
     producer once more) and whose body adds ``0.0 * counter`` to every leaf (not folded:
     ``0 * inf`` is NaN), so the loop is neither inlined nor forwarded. Values are unchanged
     (``x + 0.0`` is ``x`` for every finite, infinite and NaN input; ``-0.0`` becomes ``+0.0``).
-    Non-empty float arrays only.
+    Non-empty float arrays only, and not on a path that ``jax.grad`` differentiates (a while loop
+    has no reverse-mode rule; forward mode and ``vmap`` work).
     """
     leaves = jax.tree.leaves(tree)
     for x in leaves:
