@@ -193,7 +193,7 @@ def lapack_calls_overlap() -> bool:
 # ----------------------------------------------------------------------------- materialize
 # XLA's CPU fusion copies an elementwise producer into every fusion that reads it. A normal draw
 # is a long elementwise chain (threefry bits -> uniform -> erf_inv polynomial), so one draw cut
-# into k pieces (`jaxbench.data.normals`) was compiled k times over: 9,356 of the 15,543
+# into k pieces (`jaxbench.data.normals`) was compiled k times over: 9,356 of the 15,939
 # optimized HLO lines of the local_recovery_random bucket were 36 copies of one draw.
 # `lax.optimization_barrier` does not stop this (XLA's CPU pipeline removes barriers before
 # fusion); a loop's result is a buffer that no fusion outside the loop can reach into.

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxbench import data
 from jaxbench.experiments import in_range, one_of, positive, traced
