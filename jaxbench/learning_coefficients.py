@@ -10,6 +10,7 @@ coefficient, m its multiplicity (order). At finite ``nbeta`` the localized estim
 from __future__ import annotations
 
 import itertools
+import numbers
 
 
 def rrr_learning_coefficient(m: int, n: int, h: int, r: int) -> float:
@@ -143,11 +144,9 @@ def chain_llc_exact(depth: int, t: float, grid: int = 9001) -> float:
     Computed from the density of ``log|w_1 ... w_L|`` under the N(0, 1) prior (an L-fold
     convolution of the density of ``log|N(0, 1)|`` on a grid), then two 1-D integrals.
     """
-    import numbers
-
     import numpy as np
 
-    if not (isinstance(depth, numbers.Integral) and depth >= 1) or not 0 < t < np.inf:
+    if not (isinstance(depth, numbers.Integral) and not isinstance(depth, bool) and depth >= 1) or not 0 < t < np.inf:
         raise ValueError(f"need an integer depth >= 1 and a finite t > 0, got depth={depth!r} t={t!r}")
     depth = int(depth)
     y = np.linspace(-80.0, 10.0, grid)

@@ -288,7 +288,7 @@ def test_chain_llc_exact_against_closed_form_monte_carlo_and_asymptote():
     assert fe.chain_llc_exact(5, np.exp(5.0)) == pytest.approx(0.156, abs=2e-3)   # first order: -0.30
     assert abs(fe.chain_llc_exact(5, np.exp(200.0)) - first_order(5, 200.0)) < 2e-3
     assert fe.chain_llc_exact(np.int64(1), 10.0) == pytest.approx(10 / 21, rel=1e-9)
-    for bad in ((0, 1.0), (2.5, 1.0), (2, 0.0), (2, np.inf), (2, np.nan)):
+    for bad in ((0, 1.0), (2.5, 1.0), (True, 1.0), (2, 0.0), (2, np.inf), (2, np.nan)):
         with pytest.raises(ValueError):
             fe.chain_llc_exact(*bad)
 

@@ -105,8 +105,8 @@ def layers(s, p, key):
         return jnp.broadcast_to(jnp.diag(g), (K, d, d)), jnp.eye(d), jnp.ones(d)
     O = _orthogonal(jax.random.split(key, K + 1), d)
     V, Os = O[0], O[1:]
-    W = [p["beta"] * Os[0] @ (mask[:, None] * V.T)] + [p["beta"] * o for o in Os[1:]]
-    return jnp.stack(W), V, mask
+    W = p["beta"] * Os
+    return W.at[0].set(W[0] @ (mask[:, None] * V.T)), V, mask
 
 
 def _chain(W):
