@@ -24,7 +24,8 @@ Per variant (each part switchable, so presets can afford them):
   (`kinks.kink_stationarity`: ``kink_grad``, with the raw ``grad_norm`` beside it).
 * ``global_fe = 1``: the global free energy from the prior by tempered sequential Monte Carlo
   (`free_energy.free_energy_smc`: ``smc_runs`` independent populations of ``smc_particles``
-  particles, resampled and moved by ``smc_steps`` MALA steps at each of ``rungs`` temperatures):
+  particles, resampled and moved by ``smc_steps`` HMC moves of ``smc_leapfrog`` leapfrog steps
+  (``smc_sampler = "mala"``: MALA steps) at each of ``rungs`` temperatures):
   ``f_smc`` its normalizer estimate and ``f_ti`` thermodynamic integration with the integrand
   read off the same weighted particles (two estimates whose agreement is a diagnostic;
   ``smc_converged`` also asks their standard errors over runs to be below ``smc_se_max`` nats),
@@ -87,7 +88,9 @@ PARAMS = {
     "global_fe": _flag(1),
     "rungs": static(int, 64, lambda v: v >= 2 and v % 2 == 0, "must be even and >= 2 (Simpson's rule)"),
     "smc_particles": static(int, 64, lambda v: v >= 2, "must be >= 2"),
-    "smc_steps": positive(int, 4),
+    "smc_sampler": one_of("mala", "hmc", default="hmc"),
+    "smc_leapfrog": static(int, 8, lambda v: v >= 1, "must be >= 1 (leapfrog steps per HMC move)"),
+    "smc_steps": positive(int, 2),
     "smc_runs": static(int, 2, lambda v: v >= 2, "must be >= 2 (the standard error is the runs' spread)"),
     "smc_se_max": positive(float, 1.0),
     "ais_rungs": static(int, 256, lambda v: v >= 2, "must be >= 2"),
@@ -202,7 +205,7 @@ def run_one(s, traced, key):
         out.update({k: nan for k in local_cols})
         out["wstar_ok"] = out["converged"] = jnp.asarray(False)
 
-    global_cols = ("f_ti", "f_ti_se", "f_smc", "f_smc_se", "smc_agree_z", "smc_ess_min", "smc_accept",
+    global_cols = ("f_ti", "f_ti_se", "f_ti_quad", "f_smc", "f_smc_se", "smc_agree_z", "smc_ess_min", "smc_accept",
                    "ti_converged", "smc_converged", "f_ais", "f_ais_se", "ais_accept",
                    "ais_weight_ess", "ais_converged", "gen_error", "gen_error_se", "gen_rhat", "gen_accept")
     if s.global_fe:
@@ -210,7 +213,11 @@ def run_one(s, traced, key):
         # tempered SMC from the prior (resampling + MALA moves at every rung): its normalizer and,
         # from the same weighted particles, the TI integrand at every rung (f_ti); the earlier
         # TI with independent chains per rung did not equilibrate (R-hat 2.7-19 at beta = 1)
-        smc = fe.free_energy_smc(nll, w_emb, data, k_t, fe.SamplerConfig("mala", s.smc_particles, 1), step,
+        # (earlier 4 MALA moves per rung left the runs 19 nats apart on 2 x 3 at n = 900: HMC's
+        # longer trajectories let the particles follow the sharpening posterior, ~1 nat apart)
+        smc_cfg = fe.SamplerConfig(s.smc_sampler, s.smc_particles, 1, num_integration_steps=s.smc_leapfrog)
+        smc_step = 0.5 / math.sqrt(s.smc_leapfrog) if s.smc_sampler == "hmc" else step
+        smc = fe.free_energy_smc(nll, w_emb, data, k_t, smc_cfg, smc_step,
                                  num_rungs=s.rungs, steps_per_rung=s.smc_steps, num_runs=s.smc_runs,
                                  prior_precision=alpha, weights=weights)
         smc_ok = smc.converged & (smc.stderr <= s.smc_se_max) & (smc.diag["f_ti_se"] <= s.smc_se_max)
@@ -221,13 +228,15 @@ def run_one(s, traced, key):
         idx = jax.random.categorical(k_g1, smc.aux["logw"], shape=(s.gen_chains,))
         starts = smc.aux["particles"][idx]
         unravel = ravel_pytree(w_emb)[1]
-        gcfg = fe.SamplerConfig("mala", 1, s.gen_draws, num_burnin=s.gen_draws)
+        hmc = s.smc_sampler == "hmc"     # the SMC's move kernel, here adapted per chain in burn-in
+        gcfg = fe.SamplerConfig(s.smc_sampler, 1, s.gen_draws, num_burnin=s.gen_draws,
+                                num_integration_steps=s.smc_leapfrog, precondition=hmc)
         gch = jax.vmap(lambda w, k: fe.sample(nll, unravel(w), data, k, gcfg, step, nbeta=n, prior_precision=alpha,
                                               weights=weights, observe_fn=lambda p: mlp.apply(sp, p, x_test)[:, 0]))(
             starts, jax.random.split(k_g2, s.gen_chains))
         pred = gch.observed[:, 0]                                           # (chains, T, m)
         gen = fe.bayes_generalization_error(pred, f_test, sigma, num_nodes=20)
-        out.update(f_ti=smc.diag["f_ti"], f_ti_se=smc.diag["f_ti_se"], f_smc=smc.value, f_smc_se=smc.stderr,
+        out.update(f_ti=smc.diag["f_ti"], f_ti_se=smc.diag["f_ti_se"], f_ti_quad=smc.diag["f_ti_quad"], f_smc=smc.value, f_smc_se=smc.stderr,
                    smc_agree_z=smc.diag["agree_z"], smc_ess_min=smc.diag["ess_min"], smc_accept=smc.accept,
                    ti_converged=smc_ok, smc_converged=smc_ok,
                    f_ais=ais.value, f_ais_se=ais.stderr, ais_accept=ais.accept, ais_weight_ess=ais.diag["weight_ess"],
