@@ -202,3 +202,22 @@ def test_every_free_energy_preset_loads(root):
     sizes = {s: len(sweepfile.load(root / "sweeps" / "free_energy.toml", s).variants)
              for s in ("smoke", "default", "paper")}
     assert sizes == {"smoke": 6, "default": 160, "paper": 1280}
+
+
+def test_slope_fits_recover_lambda_and_the_log_log_term():
+    """F_n - n S_n = lambda log n - (m - 1) log log n + c, exactly, over five n spaced x3: the
+    plain fit recovers lambda when m = 1; the fit with the log log n term recovers lambda = 5
+    and m - 1 = 1 where the plain slope is biased (to 5 - 1 / mean log n); with one point too
+    few each returns NaN."""
+    from jaxbench.experiments.freeenergy.plots import fit_slope, fit_slope_loglog
+
+    logn = np.log([300.0, 900, 2700, 8100, 24300])
+    sem = np.full(5, 0.1)
+    slope, se, icpt = fit_slope(logn, 5 * logn + 3, sem)
+    assert abs(slope - 5) < 1e-9 and abs(icpt - 3) < 1e-9 and 0 < se < 0.1
+    y = 5 * logn - np.log(logn) + 3
+    lam, lam_se, mm1, mm1_se = fit_slope_loglog(logn, y, sem)
+    assert abs(lam - 5) < 1e-9 and abs(mm1 - 1) < 1e-9 and lam_se > se and mm1_se > 0
+    assert 4.7 < fit_slope(logn, y, sem)[0] < 4.9
+    assert np.isnan(fit_slope(logn[:1], y[:1], sem[:1])[0])
+    assert np.isnan(fit_slope_loglog(logn[:2], y[:2], sem[:2])[0])

@@ -61,21 +61,38 @@ def validation(results_dir):
     return plotlib.save(fig, results_dir, "lambda_validation", res.meta)
 
 
-def fit_slope(logn, mean, sem):
-    """Weighted least squares of ``mean = lambda log n + c`` on seed means (weights 1 / sem^2,
-    floored at the median sem so one tiny s.e. cannot dominate). Returns (slope, slope_se,
-    intercept); slope_se from the seed-level scatter (the sems), NaN below 2 points."""
-    logn, mean, sem = (np.asarray(a, float) for a in (logn, mean, sem))
-    sel = np.isfinite(logn) & np.isfinite(mean)
-    if sel.sum() < 2:
-        return np.nan, np.nan, np.nan
-    x, y, s = logn[sel], mean[sel], sem[sel]
+def _wls(columns, mean, sem):
+    """Weighted least squares of ``mean`` on ``columns`` (k, m) over the finite rows (weights
+    1 / sem^2, floored at the median sem so one tiny s.e. cannot dominate). Returns (coef (k,),
+    cov (k, k)): the covariance from the sems; NaN when fewer rows than coefficients."""
+    cols, mean, sem = np.atleast_2d(np.asarray(columns, float)), np.asarray(mean, float), np.asarray(sem, float)
+    sel = np.all(np.isfinite(cols), 0) & np.isfinite(mean)
+    k = cols.shape[0]
+    if sel.sum() < k:
+        return np.full(k, np.nan), np.full((k, k), np.nan)
+    a, y, s = cols[:, sel].T, mean[sel], sem[sel]
     floor = np.nanmedian(s[s > 0]) if np.any(s > 0) else 1.0
     w = 1.0 / np.maximum(np.where(np.isfinite(s), s, floor), floor) ** 2
-    a = np.stack([x, np.ones_like(x)], 1)
     cov = np.linalg.inv(a.T @ (w[:, None] * a))
-    slope, icpt = cov @ (a.T @ (w * y))
+    return cov @ (a.T @ (w * y)), cov
+
+
+def fit_slope(logn, mean, sem):
+    """``mean = lambda log n + c`` on seed means by `_wls`. Returns (slope, slope_se, intercept);
+    NaN below 2 points."""
+    logn = np.asarray(logn, float)
+    (slope, icpt), cov = _wls([logn, np.ones_like(logn)], mean, sem)
     return float(slope), float(np.sqrt(cov[0, 0])), float(icpt)
+
+
+def fit_slope_loglog(logn, mean, sem):
+    """``mean = lambda log n - (m - 1) log log n + c`` (Watanabe's expansion of F_n - n S_n with
+    its multiplicity term) on seed means by `_wls`. Returns (lambda, lambda_se, m - 1,
+    (m - 1)_se); NaN below 3 points. Over one decade of n, log n and log log n are nearly
+    collinear, so the standard errors are large: that is the measurement, not a defect."""
+    logn = np.asarray(logn, float)
+    (lam, mm1, _), cov = _wls([logn, -np.log(logn), np.ones_like(logn)], mean, sem)
+    return float(lam), float(np.sqrt(cov[0, 0])), float(mm1), float(np.sqrt(cov[1, 1]))
 
 
 DEPTH_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
@@ -88,12 +105,13 @@ def _style(ok_frac, color):
     return dict(color=color, mfc=color if good else "none", mec=color, alpha=1.0 if good else 0.55)
 
 
-def _series(ax, t, x, value, where, color, label):
+def _series(ax, t, x, value, where, color, label, dodge=1.0):
     """Mean +- s.e. over seeds of ``value`` against ``x`` (a line), each point drawn by `_style`
-    from the share of its rows with ``t["ok"]`` (1 = passed its diagnostics)."""
+    from the share of its rows with ``t["ok"]`` (1 = passed its diagnostics); ``dodge``
+    multiplies x (on a log axis: a small sideways shift, so series at the same x stay apart)."""
     keys, mean, sem, _ = plotlib.aggregate(t, [x], value, where=where)
     _, okf, _, _ = plotlib.aggregate(t, [x], "ok", where=where)
-    xs = [k[0] for k in keys]
+    xs = [k[0] * dodge for k in keys]
     ax.plot(xs, mean, "-", lw=0.8, color=color)
     for xi, mi, si, oi in zip(xs, mean, sem, okf):
         ax.errorbar([xi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, color))
@@ -122,8 +140,9 @@ def relu(results_dir):
     students_g = sorted({(d, w) for d, w in zip(depth[glob], width[glob])})
 
     # (a) F_n - n S_n vs log n: TI and normalizer of one SMC run, and AIS, per global student
-    fig, axes = plotlib.figure(1, 3, width=3.9, height=3.8, sharey=True)
+    fig, axes = plotlib.figure(1, 3, width=3.9, height=3.8)
     axes = np.atleast_2d(axes)
+    axes[0, 1].sharey(axes[0, 0])      # AIS keeps its own scale: it lies tens of nats above SMC
     for ax, (col, conv, name) in zip(axes[0], (("f_ti", "ti_converged", "TI over the SMC particles"),
                                                ("f_smc", "smc_converged", "SMC normalizer (same run)"),
                                                ("f_ais", "ais_converged", "AIS from the prior (upper bound)"))):
@@ -149,6 +168,7 @@ def relu(results_dir):
         ax.set_title(name, fontsize=8)
         ax.legend(fontsize=5.5, loc="upper left")
     axes[0, 0].set_ylabel("F_n - n S_n (mean over seeds ± s.e.)")
+    axes[0, 2].set_ylabel("F_n - n S_n (AIS; its own scale)")
     paths += plotlib.save(fig, results_dir, "free_energy_vs_logn", meta)
 
     # (b) local lambda_hat and global slopes vs parameter count
@@ -191,9 +211,9 @@ def relu(results_dir):
     # (c) n G_n vs n
     fig, ax = plotlib.figure(1, 1, width=4.4, height=3.4)
     tg = dict(t, ng=nn * _rows(t, "gen_error"), ok=(_rows(t, "gen_rhat") <= 1.05).astype(float))
-    for d, w in students_g:
+    for i, (d, w) in enumerate(students_g):
         sel = glob & (depth == d) & (width == w)
-        _series(ax, tg, "n_used", "ng", sel, cmap[d], f"{d} x {w}")
+        _series(ax, tg, "n_used", "ng", sel, cmap[d], f"{d} x {w}", dodge=1.04 ** (i - (len(students_g) - 1) / 2))
     ax.axhline(bound, color="crimson", lw=1, label=f"{bound:g} ({BOUND_NOTE})")
     ax.set_xscale("log")
     ax.set_xlabel("n")
