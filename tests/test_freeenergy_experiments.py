@@ -94,6 +94,8 @@ def test_teacher_bound_and_teacher_units_are_active():
     ("rungs = 1", "rungs = 1: must be even and >= 2"),
     ("ais_rungs = 1", "ais_rungs = 1: must be >= 2"),
     ("smc_runs = 1", "smc_runs = 1: must be >= 2"),
+    ('smc_sampler = "sgld"', "must be one of ['mala', 'hmc']"),
+    ("smc_leapfrog = 0", "smc_leapfrog = 0: must be >= 1"),
 ])
 def test_bad_free_energy_sweep_values_give_one_clear_line(tmp_path, root, override, msg):
     """Must hold (issue 15): depth 0, width below the teacher's, n <= 0, rungs < 2 are refused

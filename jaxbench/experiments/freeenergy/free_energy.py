@@ -240,7 +240,8 @@ def run_one(s, traced, key):
             starts, jax.random.split(k_g2, s.gen_chains))
         pred = gch.observed[:, 0]                                           # (chains, T, m)
         gen = fe.bayes_generalization_error(pred, f_test, sigma, num_nodes=20)
-        out.update(f_ti=smc.diag["f_ti"], f_ti_se=smc.diag["f_ti_se"], f_ti_quad=smc.diag["f_ti_quad"], f_smc=smc.value, f_smc_se=smc.stderr,
+        out.update(f_ti=smc.diag["f_ti"], f_ti_se=smc.diag["f_ti_se"], f_ti_quad=smc.diag["f_ti_quad"],
+                   f_smc=smc.value, f_smc_se=smc.stderr,
                    smc_agree_z=smc.diag["agree_z"], smc_ess_min=smc.diag["ess_min"], smc_accept=smc.accept,
                    ti_converged=smc_ok, smc_converged=smc_ok,
                    f_ais=ais.value, f_ais_se=ais.stderr, ais_accept=ais.accept, ais_weight_ess=ais.diag["weight_ess"],
