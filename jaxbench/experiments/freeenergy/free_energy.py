@@ -217,14 +217,15 @@ def run_one(s, traced, key):
         # TI with independent chains per rung did not equilibrate (R-hat 2.7-19 at beta = 1)
         # (earlier 4 MALA moves per rung left the runs 19 nats apart on 2 x 3 at n = 900: HMC's
         # longer trajectories let the particles follow the sharpening posterior, ~1 nat apart)
+        hmc = s.smc_sampler == "hmc"     # SMC, AIS and the beta = 1 chains share the move kernel
         smc_cfg = fe.SamplerConfig(s.smc_sampler, s.smc_particles, 1, num_integration_steps=s.smc_leapfrog)
-        smc_step = 0.5 / math.sqrt(s.smc_leapfrog) if s.smc_sampler == "hmc" else step
+        smc_step = 0.5 / math.sqrt(s.smc_leapfrog) if hmc else step
         smc = fe.free_energy_smc(nll, w_emb, data, k_t, smc_cfg, smc_step,
                                  num_rungs=s.rungs, steps_per_rung=s.smc_steps, num_runs=s.smc_runs,
                                  prior_precision=alpha, weights=weights)
         smc_ok = smc.converged & (smc.stderr <= s.smc_se_max) & (smc.diag["f_ti_se"] <= s.smc_se_max)
-        # AIS (no resampling) with the same moves: one MALA step per rung left it 60-165 nats
-        # above SMC on 2 x 3 at n = 900, one HMC move 2-7
+        # AIS (no resampling) with the same moves: one MALA step per rung left its seed means
+        # 7-197 nats above SMC's, one HMC move 0.6-5 (default preset)
         ais = fe.free_energy_ais(nll, w_emb, data, k_a, dataclasses.replace(smc_cfg, num_chains=s.ais_particles),
                                  smc_step, num_rungs=s.ais_rungs, prior_precision=alpha, weights=weights)
         # G_n: beta = 1 chains from the SMC particles drawn by their weights
@@ -232,7 +233,6 @@ def run_one(s, traced, key):
         idx = jax.random.categorical(k_g1, smc.aux["logw"], shape=(s.gen_chains,))
         starts = smc.aux["particles"][idx]
         unravel = ravel_pytree(w_emb)[1]
-        hmc = s.smc_sampler == "hmc"     # the SMC's move kernel, here adapted per chain in burn-in
         gcfg = fe.SamplerConfig(s.smc_sampler, 1, s.gen_draws, num_burnin=s.gen_draws,
                                 num_integration_steps=s.smc_leapfrog, precondition=hmc)
         gch = jax.vmap(lambda w, k: fe.sample(nll, unravel(w), data, k, gcfg, step, nbeta=n, prior_precision=alpha,
