@@ -156,6 +156,15 @@ def _prior_draw(sp, key, alpha):
     return unravel(jax.random.normal(key, w.shape, w.dtype) / jnp.sqrt(alpha))
 
 
+# the columns of each part: NaN (flags False) in rows where that part is switched off
+LOCAL_COLUMNS = ("lambda_hat", "lambda_se", "rhat", "ess", "accept", "split_z", "plateau_z", "var_rel", "lambda_var",
+                 "wstar_ok", "grad_norm", "kink_grad", "kink_count", "hess_min", "hess_max", "probe_drop",
+                 "teacher_gap", "test_mse", "converged")
+GLOBAL_COLUMNS = ("f_ti", "f_ti_se", "f_ti_quad", "f_smc", "f_smc_se", "smc_agree_z", "smc_ess_min", "smc_accept",
+                  "ti_converged", "smc_converged", "f_ais", "f_ais_se", "ais_accept", "ais_weight_ess",
+                  "ais_converged", "gen_error", "gen_error_se", "gen_rhat", "gen_accept")
+
+
 def run_one(s, traced, key):
     sp = student(s)
     f_star = teacher_fn(s)
@@ -180,9 +189,6 @@ def run_one(s, traced, key):
     h_emb = fe.curvature(nll, w_emb, data, k_m, weights=weights)
     out["curvature_teacher"] = h_emb
 
-    local_cols = ("lambda_hat", "lambda_se", "rhat", "ess", "accept", "split_z", "plateau_z", "var_rel",
-                  "lambda_var", "wstar_ok", "grad_norm", "kink_grad", "kink_count", "hess_min", "hess_max", "probe_drop", "teacher_gap",
-                  "test_mse", "converged")
     if s.local:
         wmin = fe.find_minimum(nll, w_emb, data, k_m, weights=weights, max_steps=s.descent_steps, rounds=2,
                                probe_steps=200)
@@ -204,12 +210,9 @@ def run_one(s, traced, key):
                    probe_drop=wmin.probe_drop, teacher_gap=n * (loss(w_emb) - wmin.loss), test_mse=mse(wmin.params),
                    converged=est.converged)
     else:
-        out.update({k: nan for k in local_cols})
+        out.update({k: nan for k in LOCAL_COLUMNS})
         out["wstar_ok"] = out["converged"] = jnp.asarray(False)
 
-    global_cols = ("f_ti", "f_ti_se", "f_ti_quad", "f_smc", "f_smc_se", "smc_agree_z", "smc_ess_min", "smc_accept",
-                   "ti_converged", "smc_converged", "f_ais", "f_ais_se", "ais_accept",
-                   "ais_weight_ess", "ais_converged", "gen_error", "gen_error_se", "gen_rhat", "gen_accept")
     if s.global_fe:
         step = 0.5 / (n * h_emb + alpha)
         # tempered SMC from the prior (resampling + HMC moves at every rung): its normalizer and,
@@ -249,7 +252,7 @@ def run_one(s, traced, key):
                    gen_rhat=fe.rhat(gch.loss[:, 0]), gen_accept=jnp.mean(gch.accept),
                    ti_integrand=smc.aux["integrand"], ti_betas=smc.aux["betas"])
     else:
-        out.update({k: nan for k in global_cols})
+        out.update({k: nan for k in GLOBAL_COLUMNS})
         out["ti_converged"] = out["smc_converged"] = out["ais_converged"] = jnp.asarray(False)
         out.update(ti_integrand=jnp.full((s.rungs + 1,), jnp.nan), ti_betas=jnp.full((s.rungs + 1,), jnp.nan))
 

@@ -122,6 +122,13 @@ def _rows(t, col):
     return np.asarray(t[col], float)
 
 
+def _not_run(ax):
+    """Marks a panel whose part of the experiment this sweep did not run (local = 0 or global_fe = 0)."""
+    ax.text(0.5, 0.5, "not in this sweep", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def relu(results_dir):
     """Figures of the free_energy sweep (issue 15): (a) F_n - n S_n vs log n with fitted slopes
     and the bound; (b) slope / local lambda vs parameter count; (c) n G_n vs n; (d) diagnostics;
@@ -157,7 +164,8 @@ def relu(results_dir):
             ax.plot(x, slope * x + icpt, "-", lw=0.8, color=cmap[d])
             for xi, mi, si, oi in zip(x, mean, sem, okf):
                 ax.errorbar([xi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, cmap[d]))
-            ax.plot([], [], "o-", color=cmap[d], label=f"{d} x {w}: slope {slope:.1f} ± {1.96 * se:.1f} (95%)")
+            ax.plot([], [], "o-", color=cmap[d], label=f"{d} x {w}: slope {slope:.1f} ± {1.96 * se:.1f} (95%)"
+                    if np.isfinite(slope) else f"{d} x {w} (one n: no slope)")
             anchor = (x, mean) if anchor is None else anchor
         if anchor is not None:     # the bound's slope, through the first student's first point
             x0, m0 = anchor
@@ -167,6 +175,8 @@ def relu(results_dir):
         ax.set_xlabel("log n")
         ax.set_title(name, fontsize=8)
         ax.legend(fontsize=5.5, loc="upper left")
+        if not students_g:
+            _not_run(ax)
     axes[0, 0].set_ylabel("F_n - n S_n (mean over seeds ± s.e.)")
     axes[0, 2].set_ylabel("F_n - n S_n (AIS; its own scale)")
     paths += plotlib.save(fig, results_dir, "free_energy_vs_logn", meta)
@@ -175,6 +185,7 @@ def relu(results_dir):
     fig, ax = plotlib.figure(1, 1, width=7.0, height=3.8)
     n_loc = np.nanmax(nn[loc]) if loc.any() else np.nan
     tl = dict(t, ok=_rows(t, "converged"))
+    drawn = bool(np.isfinite(_rows(t, "lambda_hat")[loc]).any())
     for d in sorted(cmap):
         sel = loc & (depth == d) & (nn == n_loc)
         _series(ax, tl, "num_params", "lambda_hat", sel, cmap[d],
@@ -188,13 +199,17 @@ def relu(results_dir):
                 ex = dict(t, excess=_rows(t, col) - _rows(t, "ns_n"))
                 keys, mean, sem, _ = plotlib.aggregate(ex, ["n_used"], "excess", where=sel)
                 slope, se, _ = fit_slope(np.log([k[0] for k in keys]), mean, sem)
+                drawn = drawn or bool(np.isfinite(slope))
                 okf = np.mean(_rows(t, conv)[sel])
                 pp = float(_rows(t, "num_params")[sel][0])
                 ax.errorbar([pp * shift], [slope], yerr=[1.96 * se], fmt=mk, ms=5, capsize=2, **_style(okf, cmap[d]))
     ax.plot([], [], "s", color="0.3", mfc="none", label="slope of F_n - n S_n in log n, TI over SMC (95% CI)")
     ax.plot([], [], "^", color="0.3", mfc="none", label="the same, SMC normalizer")
     ax.plot([], [], "D", color="0.3", mfc="none", label="the same, AIS from the prior")
-    lo, hi = ax.get_ylim()          # the estimates' range: d/2 runs off the top, the bound stays in
+    lo, hi = ax.get_ylim() if drawn else (0.0, 2.0 * bound)   # the estimates' range: d/2 runs off the top
+    if not drawn:
+        ax.text(0.5, 0.75, "nothing to draw: no local rows, and no student with two or more n",
+                ha="center", fontsize=7, transform=ax.transAxes)
     pall = np.unique(_rows(t, "num_params"))
     ax.plot(pall, pall / 2, "k:", lw=1, label="d/2 (regular count; leaves the frame)")
     ax.axhline(bound, color="crimson", lw=1.2, label=f"(H(d+1)+1)/2 = {bound:g} ({BOUND_NOTE})")
@@ -203,7 +218,8 @@ def relu(results_dir):
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("student parameter count d")
-    ax.set_ylabel(f"lambda (local: at n = {n_loc:g}; global: slope over n)")
+    ax.set_ylabel(f"lambda (local: at n = {n_loc:g}; global: slope over n)" if loc.any() else
+                  "lambda (global: slope of F_n - n S_n over n)")
     ax.set_title("learning coefficient vs student size (hollow: not converged in most seeds)", fontsize=8)
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     paths += plotlib.save(fig, results_dir, "lambda_vs_params", meta)
@@ -220,6 +236,8 @@ def relu(results_dir):
     ax.set_ylabel("n G_n (mean over seeds ± s.e.)")
     ax.set_title("Bayes generalization error (hollow: R-hat > 1.05)", fontsize=8)
     ax.legend(fontsize=5.5)
+    if not students_g:
+        _not_run(ax)
     paths += plotlib.save(fig, results_dir, "gen_error_vs_n", meta)
 
     # (d) diagnostics of the local estimates (and TI / AIS), per row, against their thresholds
@@ -236,12 +254,19 @@ def relu(results_dir):
               ("ais_weight_ess", "AIS weight ESS (of particles)", None, "linear")]
     fig, axes = plotlib.figure(2, 5, width=2.3, height=2.0)
     pcount = _rows(t, "num_params")
+    legend_ax = None
     for ax, (col, title, thr, scale) in zip(axes.ravel(), panels):
         v = _rows(t, col)
+        ax.set_title(title, fontsize=7)
+        ax.tick_params(labelsize=6)
+        if not np.isfinite(v).any():    # that part did not run in this sweep (local = 0 or global_fe = 0)
+            _not_run(ax)
+            continue
+        legend_ax = legend_ax or ax
         for d in sorted(cmap):
             sel = (depth == d) & np.isfinite(v)
             ax.scatter(pcount[sel] * np.exp(0.05 * np.random.default_rng(d).standard_normal(sel.sum())), v[sel],
-                       s=6, color=cmap[d], alpha=0.7, label=f"{d} hidden" if col == "rhat" else None)
+                       s=6, color=cmap[d], alpha=0.7, label=f"{d} hidden" if ax is legend_ax else None)
         if thr is not None:
             for th in ((thr, -thr) if col == "var_rel" else (thr,)):
                 ax.axhline(th, color="crimson", lw=0.8, ls="--")
@@ -253,11 +278,10 @@ def relu(results_dir):
         shown = np.unique(pcount[np.isfinite(v)])
         if 0 < shown.size <= 5 and shown.max() / shown.min() < 10:    # no decade tick in range: label the points
             ax.set_xticks(shown)
-        ax.set_title(title, fontsize=7)
-        ax.tick_params(labelsize=6)
     for ax in axes[1]:
         ax.set_xlabel("parameter count", fontsize=7)
-    axes[0, 0].legend(fontsize=5)
+    if legend_ax is not None:
+        legend_ax.legend(fontsize=5)
     paths += plotlib.save(fig, results_dir, "diagnostics", meta)
 
     # (e) random-restart minima, apart: not the theorem's true parameters
