@@ -88,7 +88,7 @@ PARAMS = {
     "kink_tol": static(float, 1e-4, lambda v: v >= 0, "must be >= 0"),
     # global free energy from the prior
     "global_fe": _flag(1),
-    "rungs": static(int, 64, lambda v: v >= 2 and v % 2 == 0, "must be even and >= 2 (Simpson's rule)"),
+    "rungs": static(int, 128, lambda v: v >= 2 and v % 2 == 0, "must be even and >= 2 (Simpson's rule)"),
     "smc_particles": static(int, 64, lambda v: v >= 2, "must be >= 2"),
     "smc_sampler": one_of("mala", "hmc", default="hmc"),
     "smc_leapfrog": static(int, 8, lambda v: v >= 1, "must be >= 1 (leapfrog steps per HMC move)"),
