@@ -234,8 +234,8 @@ def free_energy_ais(nll_fn, params_like, data, key, config: SamplerConfig, step_
       (``step_size``: the step at beta = 1, as in `free_energy_ti`);
     * ``"hmc"``: ``config.num_integration_steps`` leapfrog steps of ``eps_k`` (jittered by ±20%
       per particle) with the diagonal metric of the particles' variances, as in
-      `free_energy_smc` (``step_size``: the first eps, O(1 / sqrt(leapfrog))). On a
-      ReLU students of depth 1-4 at n = 100-900 one such move per rung put the seed means 0.6-5
+      `free_energy_smc` (``step_size``: the first eps, O(1 / sqrt(leapfrog))). On
+      ReLU students of depth 1-4 at n = 100-900 one such move per rung put the seed means 0.5-7.7
       nats above SMC's where one MALA step left them 7-197 nats above
       (docs/experiments/free_energy.md).
 

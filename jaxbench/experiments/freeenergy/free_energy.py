@@ -228,7 +228,7 @@ def run_one(s, traced, key):
                                  prior_precision=alpha, weights=weights)
         smc_ok = smc.converged & (smc.stderr <= s.smc_se_max) & (smc.diag["f_ti_se"] <= s.smc_se_max)
         # AIS (no resampling) with the same moves: one MALA step per rung left its seed means
-        # 7-197 nats above SMC's, one HMC move 0.6-5 (default preset)
+        # 7-197 nats above SMC's, one HMC move 0.5-7.7 (default preset, 128-rung SMC)
         ais = fe.free_energy_ais(nll, w_emb, data, k_a, dataclasses.replace(smc_cfg, num_chains=s.ais_particles),
                                  smc_step, num_rungs=s.ais_rungs, prior_precision=alpha, weights=weights)
         # G_n: beta = 1 chains from the SMC particles drawn by their weights
