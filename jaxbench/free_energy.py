@@ -34,7 +34,8 @@ loss traces, diagnostics and a ``converged`` flag):
   particles, the TI integrand at every rung: two estimates whose agreement is a diagnostic.
 * `bayes_generalization_error`: ``G_n = E_x KL(q(y|x) || E_w[p(y|x, w)])`` from posterior
   predictive draws (Gaussian noise, scalar output: Gauss-Hermite quadrature over y); Watanabe's
-  theory gives ``E[G_n] = lambda / n + o(1/n)``.
+  theory gives ``E[G_n] = lambda / n + o(1/n)``. `generalization_from_smc`: the same from
+  beta = 1 chains started at an SMC run's particles, checked across its independent runs.
 
 Interface: ``nll_fn(params, batch) -> (m,)`` per-example negative log-likelihoods, where
 ``batch`` is the data pytree (leading axis = examples) or a minibatch of it. ``weights`` (n,)
@@ -45,6 +46,7 @@ pytree; samplers work on the flattened vector. Bad arguments (negative sizes, ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -362,8 +364,8 @@ def free_energy_smc(nll_fn, params_like, data, key, config: SamplerConfig, step_
     smallest weight ESS over rungs, as a fraction of the particles), accept (mean acceptance),
     per_run. ``converged``: ess_min >= 0.3, accept >= 0.5 and the two estimates agree within
     `z_critical` (with ``num_runs`` runs). aux: betas (K+1,), integrand (K+1,), step (K,: MALA's
-    step, HMC's leapfrog step in standard deviations), particles (N, P) and logw (N,) of the
-    first run (weighted draws of the beta = 1 posterior).
+    step, HMC's leapfrog step in standard deviations), particles (R, N, P) and logw (R, N) of
+    every run (each run's weighted draws of the beta = 1 posterior).
     """
     import blackjax
     from blackjax.smc import resampling, tempered
@@ -436,7 +438,7 @@ def free_energy_smc(nll_fn, params_like, data, key, config: SamplerConfig, step_
     ok = ((jnp.min(ess_min) >= 0.3) & (jnp.mean(acc) >= THRESHOLDS["accept_min"])
           & (agree <= z_critical(num_runs, THRESHOLDS["z_max"])) & jnp.isfinite(value) & jnp.isfinite(ti_value))
     nan = jnp.full((), jnp.nan, dtype)
-    aux = {"betas": betas, "integrand": jnp.mean(g, axis=0), "step": steps[0], "particles": parts[0], "logw": logw[0]}
+    aux = {"betas": betas, "integrand": jnp.mean(g, axis=0), "step": steps[0], "particles": parts, "logw": logw}
     return Estimate(value, se(f_z), f_z, g, nan, nan, jnp.mean(acc), aux, diag, ok)
 
 
@@ -480,6 +482,48 @@ def bayes_generalization_error(pred, f_true, sigma, num_nodes: int = 40) -> Esti
         se = jnp.full((), jnp.nan, pred.dtype)
     nan = jnp.full((), jnp.nan, pred.dtype)
     return Estimate(full, se, per_chain, jnp.zeros((c, 0), pred.dtype), nan, nan, nan, {})
+
+
+def generalization_from_smc(nll_fn, smc: Estimate, params_like, data, key, config: SamplerConfig, step_size,
+                            observe_fn, f_true, sigma, *, prior_precision=1.0, weights=None,
+                            num_nodes: int = 20) -> Estimate:
+    """``G_n`` (`bayes_generalization_error`) from beta = 1 chains started at the particles of a
+    `free_energy_smc` run ``smc``, drawn by their weights.
+
+    ``config.num_chains`` chains (even, >= 4; each ``config.num_burnin`` + ``config.num_draws``
+    steps of ``config.method`` at ``nbeta = n``); the first half start from the first half of the
+    SMC's runs, the rest from the others. Started at posterior draws, the chains stay posterior
+    draws whether or not they cross between the posterior's modes, so the mode shares are the
+    SMC populations' and the check is that two independent populations give the same ``G_n``:
+    ``diag["split_z"]`` (the halves' values in combined jackknife standard errors), with
+    ``rhat`` of the chains' training loss reported beside it, not required. ``converged``:
+    split_z within `z_critical` (C/2 chains each), acceptance >= ``accept_min``, finite.
+    observe_fn: ``params -> (m,)`` predictions at the test inputs; f_true (m,) the truth there.
+    """
+    from jaxbench.mcmc_diagnostics import z_critical
+
+    c = config.num_chains
+    if c < 4 or c % 2:
+        raise ValueError(f"generalization_from_smc needs an even number of chains >= 4, got {c}")
+    logw, parts = smc.aux["logw"], smc.aux["particles"]                  # (R, N), (R, N, P)
+    k_pick, k_run = jax.random.split(key)
+    run_of = jnp.arange(c) * logw.shape[0] // c
+    idx = jax.vmap(jax.random.categorical)(jax.random.split(k_pick, c), logw[run_of])
+    unravel = ravel_pytree(params_like)[1]
+    n = _sample_size(data, weights)
+    one = dataclasses.replace(config, num_chains=1)
+    ch = jax.vmap(lambda w, k: sample(nll_fn, unravel(w), data, k, one, step_size, nbeta=n,
+                                      prior_precision=prior_precision, weights=weights, observe_fn=observe_fn))(
+        parts[run_of, idx], jax.random.split(k_run, c))
+    pred = ch.observed[:, 0]                                              # (C, T, m)
+    full, a, b = (bayes_generalization_error(p, f_true, sigma, num_nodes) for p in (pred, pred[:c // 2], pred[c // 2:]))
+    split_z = zscore(a.value, a.stderr, b.value, b.stderr)
+    accept = jnp.mean(ch.accept)
+    ok = jnp.isfinite(full.value) & (split_z <= z_critical(c // 2, THRESHOLDS["z_max"])) \
+        & (accept >= THRESHOLDS["accept_min"])
+    loss = ch.loss[:, 0]
+    diag = {"split_z": split_z, "halves": jnp.stack([a.value, b.value])}
+    return Estimate(full.value, full.stderr, full.per_chain, loss, rhat(loss), ess(loss), accept, {}, diag, ok)
 
 
 def generalization_error_mc(loglik, log_q):

@@ -96,6 +96,7 @@ def test_teacher_bound_and_teacher_units_are_active():
     ("smc_runs = 1", "smc_runs = 1: must be >= 2"),
     ('smc_sampler = "sgld"', "must be one of ['mala', 'hmc']"),
     ("smc_leapfrog = 0", "smc_leapfrog = 0: must be >= 1"),
+    ("gen_chains = 5", "gen_chains = 5: must be even and >= 4"),
 ])
 def test_bad_free_energy_sweep_values_give_one_clear_line(tmp_path, root, override, msg):
     """Must hold (issue 15): depth 0, width below the teacher's, n <= 0, rungs < 2 are refused
@@ -126,11 +127,12 @@ def test_smoke_preset_end_to_end(smoke_run, sweep, figures):
     if sweep == "free_energy":
         # every row carries its diagnostics (Must hold, issue 15); the parts a row ran are finite
         for k in ("rhat", "ess", "accept", "split_z", "plateau_z", "var_rel", "wstar_ok", "grad_norm", "kink_grad",
-                  "teacher_gap", "test_mse", "converged", "ti_converged", "smc_converged", "ais_converged"):
+                  "teacher_gap", "test_mse", "converged", "ti_converged", "smc_converged", "ais_converged",
+                  "gen_converged"):
             assert k in t, k
         g = np.asarray(t["global_fe"]) == 1
         for k in ("f_ti", "f_smc", "f_smc_se", "smc_agree_z", "smc_ess_min", "f_ais", "ais_weight_ess", "gen_error",
-                  "gen_rhat"):
+                  "gen_split_z", "gen_rhat"):
             assert np.all(np.isfinite(np.asarray(t[k], float)[g])), k
         assert not np.any(np.asarray(t["diverged"], bool))
         checks = freeenergy.claims(out)
