@@ -491,10 +491,10 @@ def generalization_from_smc(nll_fn, smc: Estimate, params_like, data, key, confi
     `free_energy_smc` run ``smc``, drawn by their weights.
 
     ``config.num_chains`` chains (even, >= 4; each ``config.num_burnin`` + ``config.num_draws``
-    steps of ``config.method`` at ``nbeta = n``); the first half start from the first half of the
-    SMC's runs, the rest from the others. Started at posterior draws, the chains stay posterior
-    draws whether or not they cross between the posterior's modes, so the mode shares are the
-    SMC populations' and the check is that two independent populations give the same ``G_n``:
+    steps of ``config.method`` at ``nbeta = n``); chain i starts from run ``floor(i R / C)`` of
+    the R runs (with two runs: one half from each). Started at posterior draws, the chains stay
+    posterior draws whether or not they cross between the posterior's modes, so the mode shares
+    are the SMC populations' and the check is that two independent populations give the same G_n:
     ``diag["split_z"]`` (the halves' values in combined jackknife standard errors), with
     ``rhat`` of the chains' training loss reported beside it, not required. ``converged``:
     split_z within `z_critical` (C/2 chains each), acceptance >= ``accept_min``, finite.
