@@ -30,3 +30,19 @@ def test_smoke_preset_end_to_end(path, smoke_run, capsys):
     # plotting reads only files: redraw from disk
     assert cli.main(["plot", str(out)]) == 0
     assert capsys.readouterr().out.count(".png") == len(pngs)
+
+
+def _presets(path):
+    import tomllib
+    return ["default", *sorted(tomllib.loads(path.read_text()).get("presets", {}).keys() - {"default"})]
+
+
+@pytest.mark.parametrize("path,scale", [(p, s) for p in SWEEPS for s in _presets(p)],
+                         ids=[f"{p.stem}-{s}" for p in SWEEPS for s in _presets(p)])
+def test_every_preset_passes_validation(path, scale):
+    """Every preset of every sweep file (paper and a file's own ones such as free_energy's `wide`,
+    which no test runs) loads with its values checked by the experiment: no unknown key, no bad
+    value waits for the user who first runs it."""
+    from jaxbench import sweepfile
+    sw = sweepfile.load(path, scale)
+    assert sw.scale == scale and len(sw.variants) > 0
