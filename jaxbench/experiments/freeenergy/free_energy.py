@@ -369,10 +369,9 @@ def claims(results_dir) -> list:
         "inconclusive when none converged or the sweep has one n", all(verdicts) if verdicts else None, partly=True))
 
     # 3. n G_n, judged where most rows' two halves of chains (from independent SMC runs) agree
-    parts, verdicts = [], []
+    parts, verdicts, ng = [], [], nn * col("gen_error")
     for d, w in sorted({(a, b) for a, b in zip(depth[glob], width[glob])}):
         s = glob & (depth == d) & (width == w)
-        ng = nn * col("gen_error")
         vals = []
         for v in np.unique(nn[s]):
             r = s & (nn == v)
