@@ -204,8 +204,8 @@ def test_every_free_energy_preset_loads(root):
     not, its [zip] mixing the default's 20-long lists with its own 5-long ones."""
     from jaxbench import sweepfile
     sizes = {s: len(sweepfile.load(root / "sweeps" / "free_energy.toml", s).variants)
-             for s in ("smoke", "default", "paper")}
-    assert sizes == {"smoke": 6, "default": 160, "paper": 1280}
+             for s in ("smoke", "default", "paper", "wide", "moves")}
+    assert sizes == {"smoke": 6, "default": 160, "paper": 1280, "wide": 48, "moves": 112}
 
 
 def test_slope_fits_recover_lambda_and_the_log_log_term():
@@ -254,3 +254,33 @@ def test_figures_draw_from_a_sweep_that_ran_one_part(smoke_run, tmp_path, part):
     names = {p.stem for p in paths}
     assert {"free_energy_vs_logn", "lambda_vs_params", "gen_error_vs_n", "diagnostics"} <= names, names
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+
+
+def test_students_at_several_moves_per_rung_are_never_pooled(smoke_run, tmp_path):
+    """The `moves` preset runs one student at several SMC moves per rung: claims and figures keep
+    each (student, moves) its own series. Here the smoke's global rows again at 2 moves, their
+    F_n raised by 3 log n: pooled, that student's slope would move by about 1.5; kept apart, the
+    2-move series reads exactly 3 above the 1-move one."""
+    from jaxbench import store
+    from jaxbench.experiments.freeenergy.plots import fit_slope, global_students
+    res = store.load(smoke_run("free_energy"))
+    t = res.table
+    rows = [{k: v[i].item() for k, v in t.items()} for i in range(len(t["variant"]))]
+    glob = [i for i, r in enumerate(rows) if r["global_fe"] == 1]
+    extra = [dict(rows[i], variant=len(rows) + j, smc_steps=2, f_ti=rows[i]["f_ti"] + 3 * np.log(rows[i]["n"]))
+             for j, i in enumerate(glob)]
+    arrays = {k: np.concatenate([v, v[glob]]) for k, v in res.arrays.items()}
+    store.write_results(tmp_path, rows + extra, arrays, res.meta)
+    t2 = store.load(tmp_path).table
+    groups = global_students(t2, np.asarray(t2["global_fe"]) == 1)
+    assert [(d, w, sfx) for d, w, sfx, _ in groups] == [(1, 3, ", 1 move"), (1, 3, ", 2 moves")]
+    slopes = []
+    for _, _, _, m in groups:
+        n, ex = np.asarray(t2["n_used"])[m], (np.asarray(t2["f_ti"]) - np.asarray(t2["ns_n"]))[m]
+        ns = np.unique(n)
+        slopes.append(fit_slope(np.log(ns), [ex[n == v].mean() for v in ns], [1.0] * len(ns))[0])
+    assert abs(slopes[1] - slopes[0] - 3) < 1e-6, slopes
+    text = " ".join(c.measured for c in freeenergy.claims(tmp_path))
+    assert "1x3, 1 move TI over SMC" in text and "1x3, 2 moves TI over SMC" in text, text
+    names = {p.stem for p in freeenergy.plot(tmp_path)}
+    assert {"free_energy_vs_logn", "lambda_vs_params", "gen_error_vs_n", "diagnostics"} <= names, names

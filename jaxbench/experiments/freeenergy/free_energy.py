@@ -296,7 +296,7 @@ def claims(results_dir) -> list:
     whose diagnostics passed (``converged``, ``ti_converged``, ``ais_converged``); where most
     seeds fail them the check is inconclusive and says so with the numbers."""
     from jaxbench import report, store
-    from jaxbench.experiments.freeenergy.plots import fit_slope, fit_slope_loglog
+    from jaxbench.experiments.freeenergy.plots import fit_slope, fit_slope_loglog, global_students
 
     t = store.load(results_dir).table
     col = lambda k: np.asarray(t[k], float)
@@ -342,8 +342,7 @@ def claims(results_dir) -> list:
         return out
     # 2. slope of F_n - n S_n in log n, TI and AIS, per global student
     lines, verdicts = [], []
-    for d, w in sorted({(a, b) for a, b in zip(depth[glob], width[glob])}):
-        s = glob & (depth == d) & (width == w)
+    for d, w, sfx, s in global_students(t, glob):
         ns = np.unique(nn[s])
         for name, k, ck in (("TI over SMC", "f_ti", "ti_converged"), ("SMC", "f_smc", "smc_converged"),
                             ("AIS", "f_ais", "ais_converged")):
@@ -352,7 +351,7 @@ def claims(results_dir) -> list:
             e = [np.nanstd(ex[s & (nn == v)], ddof=1) / np.sqrt((s & (nn == v)).sum()) for v in ns]
             slope, se, _ = fit_slope(np.log(ns), m, e)
             cf = np.mean(col(ck)[s])
-            lines.append(f"{d}x{w} {name}: {slope:.1f} [{slope - 1.96 * se:.1f}, {slope + 1.96 * se:.1f}] "
+            lines.append(f"{d}x{w}{sfx} {name}: {slope:.1f} [{slope - 1.96 * se:.1f}, {slope + 1.96 * se:.1f}] "
                          f"({cf:.0%} conv.)")
             if k == "f_ti" and len(ns) >= 3:
                 lam, lam_se, mm1, mm1_se = fit_slope_loglog(np.log(ns), m, e)
@@ -370,15 +369,14 @@ def claims(results_dir) -> list:
 
     # 3. n G_n, judged where most rows' two halves of chains (from independent SMC runs) agree
     parts, verdicts, ng = [], [], nn * col("gen_error")
-    for d, w in sorted({(a, b) for a, b in zip(depth[glob], width[glob])}):
-        s = glob & (depth == d) & (width == w)
+    for d, w, sfx, s in global_students(t, glob):
         vals = []
         for v in np.unique(nn[s]):
             r = s & (nn == v)
             vals.append(f"{np.nanmean(ng[r]):.1f}±{np.nanstd(ng[r], ddof=1) / np.sqrt(r.sum()):.1f}")
         top = s & (nn == np.max(nn[s]))
         cf = np.mean(col("gen_converged")[top])
-        parts.append(f"{d}x{w}: " + ", ".join(vals) + f" ({int(round(cf * top.sum()))}/{top.sum()} conv. at the largest n)")
+        parts.append(f"{d}x{w}{sfx}: " + ", ".join(vals) + f" ({int(round(cf * top.sum()))}/{top.sum()} conv. at the largest n)")
         if cf >= 0.5:
             m, e = np.nanmean(ng[top]), np.nanstd(ng[top], ddof=1) / np.sqrt(top.sum())
             verdicts.append(m - 1.96 * e <= bound)

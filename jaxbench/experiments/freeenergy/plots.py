@@ -105,21 +105,38 @@ def _style(ok_frac, color):
     return dict(color=color, mfc=color if good else "none", mec=color, alpha=1.0 if good else 0.55)
 
 
-def _series(ax, t, x, value, where, color, label, dodge=1.0):
+def _series(ax, t, x, value, where, color, label, dodge=1.0, ls="-"):
     """Mean +- s.e. over seeds of ``value`` against ``x`` (a line), each point drawn by `_style`
     from the share of its rows with ``t["ok"]`` (1 = passed its diagnostics); ``dodge``
-    multiplies x (on a log axis: a small sideways shift, so series at the same x stay apart)."""
+    multiplies x (on a log axis: a small sideways shift, so series at the same x stay apart);
+    ``ls``: the line's style."""
     keys, mean, sem, _ = plotlib.aggregate(t, [x], value, where=where)
     _, okf, _, _ = plotlib.aggregate(t, [x], "ok", where=where)
     xs = [k[0] * dodge for k in keys]
-    ax.plot(xs, mean, "-", lw=0.8, color=color)
+    ax.plot(xs, mean, ls, lw=0.8, color=color)
     for xi, mi, si, oi in zip(xs, mean, sem, okf):
         ax.errorbar([xi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, color))
-    ax.plot([], [], "o-", color=color, label=label)
+    ax.plot([], [], "o" + ls, color=color, label=label)
 
 
 def _rows(t, col):
     return np.asarray(t[col], float)
+
+
+def global_students(t, where):
+    """The global students among rows ``where`` of a free_energy table: one entry per (depth,
+    width, SMC moves per rung), as ``(depth, width, suffix, mask)``. ``suffix`` names the moves
+    (", 8 moves") only when the rows vary them (the `moves` preset), so estimates made with
+    different moves are never pooled into one series or slope."""
+    depth, width = _rows(t, "depth").astype(int), _rows(t, "width").astype(int)
+    steps = _rows(t, "smc_steps").astype(int)
+    keys = sorted({(d, w, s) for d, w, s in zip(depth[where], width[where], steps[where])})
+    multi = len({s for _, _, s in keys}) > 1
+    suffix = lambda s: (f", {s} move" + ("s" if s > 1 else "")) if multi else ""
+    return [(d, w, suffix(s), where & (depth == d) & (width == w) & (steps == s)) for d, w, s in keys]
+
+
+MOVES_STYLES = ["-", "--", ":", "-."]
 
 
 def _not_run(ax):
@@ -144,7 +161,9 @@ def relu(results_dir):
     loc = _rows(t, "local") == 1
     bound = float(_rows(t, "bound")[0])
     cmap = {d: DEPTH_COLORS[(d - 1) % len(DEPTH_COLORS)] for d in np.unique(depth)}
-    students_g = sorted({(d, w) for d, w in zip(depth[glob], width[glob])})
+    students_g = global_students(t, glob)
+    suffixes = dict.fromkeys(g[2] for g in students_g)                   # the moves, in order
+    dashes = {sfx: MOVES_STYLES[i % len(MOVES_STYLES)] for i, sfx in enumerate(suffixes)}
 
     # (a) F_n - n S_n vs log n: TI and normalizer of one SMC run, and AIS, per global student
     fig, axes = plotlib.figure(1, 3, width=3.9, height=3.8)
@@ -155,17 +174,17 @@ def relu(results_dir):
                                                ("f_ais", "ais_converged", "AIS from the prior (upper bound)"))):
         excess = dict(t, excess=_rows(t, col) - _rows(t, "ns_n"), ok=_rows(t, conv))
         anchor = None
-        for d, w in students_g:
-            sel = glob & (depth == d) & (width == w)
+        for d, w, sfx, sel in students_g:
             keys, mean, sem, _ = plotlib.aggregate(excess, ["n_used"], "excess", where=sel)
             _, okf, _, _ = plotlib.aggregate(excess, ["n_used"], "ok", where=sel)
             x = np.log([k[0] for k in keys])
             slope, se, icpt = fit_slope(x, mean, sem)
-            ax.plot(x, slope * x + icpt, "-", lw=0.8, color=cmap[d])
+            ax.plot(x, slope * x + icpt, dashes[sfx], lw=0.8, color=cmap[d])
             for xi, mi, si, oi in zip(x, mean, sem, okf):
                 ax.errorbar([xi], [mi], yerr=[si], fmt="o", ms=4, capsize=2, **_style(oi, cmap[d]))
-            ax.plot([], [], "o-", color=cmap[d], label=f"{d} x {w}: slope {slope:.1f} ± {1.96 * se:.1f} (95%)"
-                    if np.isfinite(slope) else f"{d} x {w} (one n: no slope)")
+            ax.plot([], [], "o" + dashes[sfx], color=cmap[d],
+                    label=f"{d} x {w}{sfx}: slope {slope:.1f} ± {1.96 * se:.1f} (95%)" if np.isfinite(slope)
+                    else f"{d} x {w}{sfx} (one n: no slope)")
             anchor = (x, mean) if anchor is None else anchor
         if anchor is not None:     # the bound's slope, through the first student's first point
             x0, m0 = anchor
@@ -188,12 +207,13 @@ def relu(results_dir):
     drawn = bool(np.isfinite(_rows(t, "lambda_hat")[loc]).any())
     for d in sorted(cmap):
         sel = loc & (depth == d) & (nn == n_loc)
-        _series(ax, tl, "num_params", "lambda_hat", sel, cmap[d],
-                f"local lambda_hat, {d} hidden layer{'s' if d > 1 else ''}")
-        for dd, w in students_g:
+        if sel.any():
+            _series(ax, tl, "num_params", "lambda_hat", sel, cmap[d],
+                    f"local lambda_hat, {d} hidden layer{'s' if d > 1 else ''}")
+        for i, (dd, w, sfx, sel) in enumerate(students_g):
             if dd != d:
                 continue
-            sel = glob & (depth == d) & (width == w)
+            j = sum(g[:2] == (d, w) for g in students_g[:i])     # its place among this student's moves
             for col, conv, mk, shift in (("f_ti", "ti_converged", "s", 1.08), ("f_smc", "smc_converged", "^", 1.16),
                                          ("f_ais", "ais_converged", "D", 1.24)):
                 ex = dict(t, excess=_rows(t, col) - _rows(t, "ns_n"))
@@ -202,7 +222,11 @@ def relu(results_dir):
                 drawn = drawn or bool(np.isfinite(slope))
                 okf = np.mean(_rows(t, conv)[sel])
                 pp = float(_rows(t, "num_params")[sel][0])
-                ax.errorbar([pp * shift], [slope], yerr=[1.96 * se], fmt=mk, ms=5, capsize=2, **_style(okf, cmap[d]))
+                x = pp * shift * 1.3**j                    # one student at several moves: side by side
+                ax.errorbar([x], [slope], yerr=[1.96 * se], fmt=mk, ms=5, capsize=2, **_style(okf, cmap[d]))
+                if sfx and col == "f_ti":
+                    ax.annotate(sfx.lstrip(", "), (x, slope), xytext=(0, -12), textcoords="offset points",
+                                fontsize=5, ha="center", color=cmap[d])
     ax.plot([], [], "s", color="0.3", mfc="none", label="slope of F_n - n S_n in log n, TI over SMC (95% CI)")
     ax.plot([], [], "^", color="0.3", mfc="none", label="the same, SMC normalizer")
     ax.plot([], [], "D", color="0.3", mfc="none", label="the same, AIS from the prior")
@@ -215,6 +239,9 @@ def relu(results_dir):
     ax.axhline(bound, color="crimson", lw=1.2, label=f"(H(d+1)+1)/2 = {bound:g} ({BOUND_NOTE})")
     ax.set_ylim(min(lo, 0.9 * bound), hi)
     ax.set_xscale("log")
+    shown = np.unique(_rows(t, "num_params")[loc | glob])
+    if 0 < shown.size <= 6 and shown.max() / shown.min() < 10:    # no decade tick in range: label the students
+        ax.set_xticks(shown)
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("student parameter count d")
@@ -227,9 +254,9 @@ def relu(results_dir):
     # (c) n G_n vs n
     fig, ax = plotlib.figure(1, 1, width=4.4, height=3.4)
     tg = dict(t, ng=nn * _rows(t, "gen_error"), ok=_rows(t, "gen_converged"))
-    for i, (d, w) in enumerate(students_g):
-        sel = glob & (depth == d) & (width == w)
-        _series(ax, tg, "n_used", "ng", sel, cmap[d], f"{d} x {w}", dodge=1.04 ** (i - (len(students_g) - 1) / 2))
+    for i, (d, w, sfx, sel) in enumerate(students_g):
+        _series(ax, tg, "n_used", "ng", sel, cmap[d], f"{d} x {w}{sfx}", dodge=1.04 ** (i - (len(students_g) - 1) / 2),
+                ls=dashes[sfx])
     ax.axhline(bound, color="crimson", lw=1, label=f"{bound:g} ({BOUND_NOTE})")
     ax.set_xscale("log")
     if students_g:                                  # tick the sweep's n values (a narrow range has no decade)
