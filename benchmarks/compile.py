@@ -12,6 +12,7 @@ compilation; 2 = the default, buckets prepared ahead in two threads while chunks
 
     python benchmarks/compile.py                                  # all sweeps, threads 0 and 2 (~50 min)
     python benchmarks/compile.py --sweeps ntk_convergence,info_bounds --threads 2
+    python benchmarks/compile.py --sweeps info_linear --threads 2 --emitters 1,0   # XLA:CPU emitters
     python benchmarks/compile.py --write                          # also the RESULTS.md section
     python benchmarks/compile.py --from-results results           # read a finished `make sweep`
                                                                   # (one sweep per process already)
@@ -36,17 +37,21 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Compilation share of the default sweeps"
 
 
-def run(sweep: str, threads: int, scale: str) -> dict:
+def run(sweep: str, threads: int, scale: str, emitters: str = "auto") -> dict:
+    """``emitters``: "auto" (the experiment's ``CPU_FUSION_EMITTERS``), "1" or "0" (forced)."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "JAXBENCH_CACHE_DIR": "off", "JAXBENCH_COMPILE_THREADS": str(threads)}
         env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        env.pop("JAXBENCH_CPU_FUSION_EMITTERS", None)
+        if emitters != "auto":
+            env["JAXBENCH_CPU_FUSION_EMITTERS"] = emitters
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "jaxbench", "sweep", str(ROOT / "sweeps" / f"{sweep}.toml"),
                             "--scale", scale, "--out", str(Path(tmp) / "out"), "--no-progress", "--no-plot"],
                            capture_output=True, text=True, env=env, cwd=ROOT)
         wall = time.perf_counter() - t0
         if r.returncode:
-            return {"sweep": sweep, "threads": threads, "error": r.stderr[-500:]}
+            return {"sweep": sweep, "threads": threads, "emitters": emitters, "error": r.stderr[-500:]}
         meta = json.loads((Path(tmp) / "out" / "meta.json").read_text())
     return row(sweep, threads, meta, wall)
 
@@ -54,7 +59,9 @@ def run(sweep: str, threads: int, scale: str) -> dict:
 def row(sweep: str, threads, meta: dict, wall: float) -> dict:
     """One table row from a sweep's meta.json (`wall`: the process's wall, NaN when not timed)."""
     comp = [b["compile_s"] for b in meta["buckets"]]
-    return {"sweep": sweep, "threads": threads, "buckets": len(comp), "compile_min": min(comp),
+    emit = {b.get("fusion_emitters", True) for b in meta["buckets"]}
+    return {"sweep": sweep, "threads": threads, "emitters": "on" if emit == {True} else "off" if emit == {False} else "mixed",
+            "buckets": len(comp), "compile_min": min(comp),
             "compile_median": statistics.median(comp), "compile_max": max(comp), "compile_sum": sum(comp),
             "trace_sum": sum(b.get("trace_s", 0.0) for b in meta["buckets"]),
             "waited": meta.get("compile_wait_s_total", sum(comp)), "chunk_s": meta["chunk_seconds_total"],
@@ -67,14 +74,14 @@ def _num(x: float) -> str:
 
 
 def table(rows) -> str:
-    head = ("| sweep | threads | buckets | compile s/bucket min / median / max | trace s | waited s | chunks s "
+    head = ("| sweep | threads | XLA:CPU fusion emitters | buckets | compile s/bucket min / median / max | trace s | waited s | chunks s "
             "| sweep wall s | process wall s | compile share |")
-    out = [head, "|" + "---|" * 10]
+    out = [head, "|" + "---|" * 11]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['sweep']} | {r['threads']} | error: {r['error'].splitlines()[-1] if r['error'] else '?'} |")
+            out.append(f"| {r['sweep']} | {r['threads']} | {r.get('emitters', '?')} | error: {r['error'].splitlines()[-1] if r['error'] else '?'} |")
             continue
-        out.append(f"| {r['sweep']} | {r['threads']} | {r['buckets']} | {r['compile_min']:.1f} / "
+        out.append(f"| {r['sweep']} | {r['threads']} | {r['emitters']} | {r['buckets']} | {r['compile_min']:.1f} / "
                    f"{r['compile_median']:.1f} / {r['compile_max']:.1f} | {r['trace_sum']:.1f} | {r['waited']:.1f} | "
                    f"{r['chunk_s']:.1f} | {r['sweep_wall']:.1f} | {_num(r['process_wall'])} | {100 * r['share']:.0f}% |")
     return "\n".join(out)
@@ -84,6 +91,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sweeps", default=None, help="comma-separated names (default: every sweeps/*.toml)")
     ap.add_argument("--threads", default="0,2", help="JAXBENCH_COMPILE_THREADS settings to compare")
+    ap.add_argument("--emitters", default="auto",
+                    help="JAXBENCH_CPU_FUSION_EMITTERS settings to compare: auto (each experiment's own), 1, 0")
     ap.add_argument("--scale", default="default")
     ap.add_argument("--write", action="store_true", help="replace the section in benchmarks/RESULTS.md")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
@@ -101,8 +110,9 @@ def main(argv=None):
                 rows.append(row(name, meta.get("compile_threads", "?"), meta, float("nan")))
             continue
         for threads in (int(t) for t in args.threads.split(",")):
-            rows.append(run(name, threads, args.scale))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for emitters in args.emitters.split(","):
+                rows.append(run(name, threads, args.scale, emitters))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = table(rows)
     load = os.getloadavg()
     print(text)

@@ -55,6 +55,21 @@ MATMUL_PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "
 CPU_VMAP_BELOW_FLOPS = 2e7  # below: one vmap over the chunk (width <= 64 in the benchmark)
 CPU_INNER_BATCH = 8         # above: lax.map over vmapped sub-batches of 8 variants
 
+# XLA:CPU code generation. Its default fusion emitters (MLIR) give the fastest code for the
+# larger programs (info_bounds' ReLU buckets ran 1.6-1.9x slower without them), while the older
+# elemental emitters compile small programs about a third faster at equal speed
+# (benchmarks/RESULTS.md, "Compilation share of the default sweeps"). An experiment whose
+# sweeps are compile-bound sets ``CPU_FUSION_EMITTERS = False``; JAXBENCH_CPU_FUSION_EMITTERS
+# (0 / 1) overrides every experiment's choice, for side-by-side measurements.
+
+
+def cpu_fusion_emitters(module, env=os.environ) -> bool:
+    """Whether this experiment's programs compile with XLA:CPU's fusion emitters (default True)."""
+    raw = env.get("JAXBENCH_CPU_FUSION_EMITTERS", "").strip()
+    if raw not in ("", "0", "1"):
+        raise SweepError(f"JAXBENCH_CPU_FUSION_EMITTERS={raw!r}: expected 0 or 1")
+    return bool(int(raw)) if raw else bool(getattr(module, "CPU_FUSION_EMITTERS", True))
+
 
 # ----------------------------------------------------------------------------- planning
 
@@ -175,6 +190,7 @@ class _Program:
             rule = cpu_inner_batch(self.variant_flops) if preferred is None else int(preferred)
             inner_batch = rule if jax.default_backend() == "cpu" else 0
         self.inner_batch = int(inner_batch)
+        self.fusion_emitters = jax.default_backend() != "cpu" or cpu_fusion_emitters(self.module)
         self.trace_s = time.perf_counter() - t0
 
     def round_size(self, size: int) -> int:
@@ -212,7 +228,8 @@ class _Program:
             shapes = {k: jax.ShapeDtypeStruct((size,), self._dtype(k), sharding=self.sharding)
                       for k in _traced_keys(self.module)}
             t0 = time.perf_counter()
-            self._compiled[size] = self._fn(size).lower(shapes).compile()
+            options = None if self.fusion_emitters else {"xla_cpu_use_fusion_emitters": False}
+            self._compiled[size] = self._fn(size).lower(shapes).compile(compiler_options=options)
             self.compile_s += time.perf_counter() - t0
             self.compiles += 1
         return self._compiled[size]
@@ -411,6 +428,7 @@ def dry_run(path, scale: str = "default", budget_bytes: int | None = None,
     """The plan, with chunk sizes from compiling each bucket once; writes nothing."""
     sweep = load(path, scale)
     budget = budget_bytes or default_budget()
+    cpu_fusion_emitters(sweep.module)
     with _context(sweep), _Pipeline(sweep, budget, max_chunk, inner_batch, None, compile_threads()) as pipe:
         programs, lays = zip(*[pipe.get(b) for b in range(len(pipe.buckets))])
     return describe(sweep, pipe.buckets, lays, budget, programs)
@@ -440,6 +458,7 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
         raise SweepError(str(e)) from None
     dog = watchdog.Watchdog(stall_s) if stall_s else None
     threads = compile_threads()
+    cpu_fusion_emitters(sweep.module)  # a bad JAXBENCH_CPU_FUSION_EMITTERS fails here, not in a thread
     out = Path(out) if out is not None else default_out(sweep)
     if fresh and jax.process_index() == 0 and (out / store.CHUNKS).exists():
         shutil.rmtree(out / store.CHUNKS)
@@ -488,7 +507,8 @@ def run(path, scale: str = "default", out=None, fresh: bool = False, progress: b
         bucket_meta = [{"static": bk.static, "n_variants": len(bk.variant_ids), "chunk_size": l.chunk_size,
                         "n_chunks": len(l.chunks), "compiled_bytes_per_chunk": l.bytes_per_chunk,
                         "traces": p.traces, "compiles": p.compiles, "trace_s": p.trace_s, "compile_s": p.compile_s,
-                        "wait_s": w, "inner_batch": p.batch(l.chunk_size), "variant_flops": p.variant_flops}
+                        "wait_s": w, "inner_batch": p.batch(l.chunk_size), "variant_flops": p.variant_flops,
+                        "fusion_emitters": p.fusion_emitters}
                        for bk, l, p, w in zip(buckets, lays, programs, pipe.wait_s)]
         _merge(sweep, lays, out, bucket_meta, budget, started, threads)
         if plot:

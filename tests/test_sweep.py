@@ -182,6 +182,31 @@ def test_background_compilation_gives_the_sequential_table(tmp_path, monkeypatch
     assert not (tmp_path / "bad").exists()
 
 
+def test_cpu_fusion_emitters_are_the_experiments_choice_and_change_no_table(tmp_path, monkeypatch):
+    """XLA:CPU's elemental emitters (an experiment's ``CPU_FUSION_EMITTERS = False``, or
+    JAXBENCH_CPU_FUSION_EMITTERS) compile other code for the same programs: the same table to
+    float32 rounding, the choice recorded per bucket, a bad setting one clear error."""
+    f = write_sweep(tmp_path / "s.toml", TINY)
+    module = experiments.get("example")
+    monkeypatch.delenv("JAXBENCH_CPU_FUSION_EMITTERS", raising=False)
+    assert sweep.cpu_fusion_emitters(module) is True
+    monkeypatch.setattr(module, "CPU_FUSION_EMITTERS", False, raising=False)
+    assert sweep.cpu_fusion_emitters(module) is False
+    off = sweep.run(f, out=tmp_path / "off", progress=False, plot=False)
+    monkeypatch.setenv("JAXBENCH_CPU_FUSION_EMITTERS", "1")  # overrides the experiment's choice
+    on = sweep.run(f, out=tmp_path / "on", progress=False, plot=False)
+    assert [b["fusion_emitters"] for b in store.load(off).meta["buckets"]] == [False, False]
+    assert [b["fusion_emitters"] for b in store.load(on).meta["buckets"]] == [True, True]
+    t_off, t_on = _table(off), _table(on)
+    for k in t_on:
+        np.testing.assert_allclose(np.asarray(t_off[k], float), np.asarray(t_on[k], float),
+                                   rtol=1e-5, atol=1e-6, err_msg=k)
+    monkeypatch.setenv("JAXBENCH_CPU_FUSION_EMITTERS", "yes")
+    with pytest.raises(sweep.SweepError, match="JAXBENCH_CPU_FUSION_EMITTERS"):
+        sweep.run(f, out=tmp_path / "bad", progress=False, plot=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_every_layout_gives_the_same_table(tmp_path):
     f = write_sweep(tmp_path / "s.toml", TINY.replace("seeds = 2", "seeds = 5").replace("width = [4, 8]", "width = [8]"))
     a = sweep.run(f, out=tmp_path / "vmap", progress=False, plot=False, inner_batch=0)

@@ -24,6 +24,10 @@ An experiment module defines:
   vmapped batches of k. Variants whose loops run very unequal lengths (adaptive ODE solvers,
   iterate-until-converged) are faster in small batches: a vmapped loop runs until its slowest
   variant is done. ``--inner-batch`` still overrides it.
+* optional ``CPU_FUSION_EMITTERS = False``: compile its programs on CPU with XLA's elemental
+  emitters instead of the default fusion emitters: about a third less compile time for small
+  programs, slower code for large ones (`jaxbench.sweep.cpu_fusion_emitters`); set it where a
+  side-by-side run of its sweeps measured the gain.
 * optional ``check(variant)``: raises ValueError (one line) for an invalid combination of
   parameters (variant: a dict of all parameters, keys also readable as attributes);
   `jaxbench.sweep.load` calls it on every variant before anything runs.

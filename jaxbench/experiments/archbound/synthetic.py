@@ -42,6 +42,7 @@ from jaxbench.experiments import one_of, positive, static, traced
 
 NAME = "arch_bounds"
 X64 = True
+CPU_FUSION_EMITTERS = False  # compile 7.3 -> 4.9 s median per bucket; wall equal (two side-by-side runs) (benchmarks/RESULTS.md)
 
 PARAMS = {
     "data": one_of("linear", "relu", default="linear"),

@@ -57,6 +57,7 @@ from jaxbench.experiments import Param, one_of, positive
 
 NAME = "info_linear"
 X64 = True
+CPU_FUSION_EMITTERS = False  # compile-bound (5 small buckets): 19 -> 12-13 s wall side by side (benchmarks/RESULTS.md)
 
 PARAMS = {
     "arch": one_of("rank", "aniso", default="rank"),

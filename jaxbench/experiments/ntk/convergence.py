@@ -46,6 +46,7 @@ from jaxbench import plot as plotlib
 from jaxbench.experiments import Param, one_of, positive
 
 NAME = "ntk_convergence"
+CPU_FUSION_EMITTERS = False  # compile-bound: share 32-38% -> 24-28% side by side, wall equal (benchmarks/RESULTS.md)
 METRICS = {"ntk_err": "NTK, NTK parametrization", "ntk_err_standard": "NTK, standard parametrization",
            "nngp_err": "NNGP (either parametrization)"}
 
